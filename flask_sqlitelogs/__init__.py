@@ -1,0 +1,1 @@
+"""Every request and response of a Flask app, logged to rolling monthly SQLite databases."""
