@@ -17,3 +17,35 @@ class DatabaseBusyError(StorageError):
 
 class SchemaVersionError(StorageError):
     """A database file was written by a newer release, whose schema this one does not know."""
+
+
+class UnknownCommandError(BgJobsError, LookupError):
+    """A job names a command (or endpoint) that is not registered."""
+
+
+class InvalidJobError(BgJobsError, ValueError):
+    """A job's request or options cannot be stored: not JSON-serialisable, or out of range."""
+
+
+class DuplicateRefIdError(InvalidJobError):
+    """A job with the same ``ref_id`` was already enqueued."""
+
+
+class JobNotFoundError(BgJobsError, LookupError):
+    """No job has the given id or ref_id."""
+
+
+class JobStateError(BgJobsError):
+    """The job is not in a state that allows the operation (e.g. requeueing a running job)."""
+
+
+class JobCancelled(BgJobsError):
+    """Raised inside a command that was cancelled or timed out, to stop it."""
+
+
+class JobTimeout(JobCancelled):
+    """Raised inside a command that ran past its timeout."""
+
+
+class WorkerLostError(BgJobsError):
+    """The process running a job died; recorded as the job's error once its lease lapsed."""

@@ -1,0 +1,189 @@
+"""``flask jobs ...``: run a worker process and manage jobs from the command line."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from dataclasses import asdict
+from datetime import datetime, timezone
+from typing import Any
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+
+from .errors import BgJobsError
+from .models import JobState, to_datetime
+
+jobs_cli = AppGroup("jobs", help="Run and manage background jobs.")
+
+_STATES = click.Choice([state.value for state in JobState])
+
+
+def _extension() -> Any:
+    extension = current_app.extensions.get("bgjobs")
+    if extension is None:
+        raise click.ClickException(
+            "this app has no BackgroundJobs; create one with BackgroundJobs(app) or init_app(app)"
+        )
+    return extension
+
+
+def _when(value: float | None) -> str:
+    moment = to_datetime(value)
+    return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+@jobs_cli.command("worker")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="Threads for unnamed jobs (default: BGJOBS_MAX_THREADS).",
+)
+@click.option(
+    "--worker",
+    "workers",
+    multiple=True,
+    metavar="NAME",
+    help="Run only these named workers (repeatable); no unnamed jobs then.",
+)
+@click.option("--no-scheduler", is_flag=True, help="Do not run recurring tasks in this process.")
+@click.option(
+    "--stop-timeout",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds running jobs get to finish on SIGTERM/SIGINT before they are "
+    "handed back to the queue.",
+)
+def worker_command(
+    threads: int | None, workers: tuple[str, ...], no_scheduler: bool, stop_timeout: float
+) -> None:
+    """Run jobs in this process until SIGTERM or SIGINT."""
+    extension = _extension()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    named = set(workers) if workers else None
+    runner = extension.worker_runner(app, threads=threads, workers=named, pool=not workers)
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        click.echo(f"received {signal.Signals(signum).name}: stopping", err=True)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        runner.start()
+        lanes = (
+            "named workers " + ", ".join(sorted(workers))
+            if workers
+            else (f"{runner.pool_size} threads and every named worker")
+        )
+        click.echo(f"worker {runner.owner} running {lanes}", err=True)
+        while not stop.wait(0.5):
+            pass
+        runner.stop(stop_timeout)
+        click.echo(f"worker {runner.owner} stopped", err=True)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@jobs_cli.command("list")
+@click.option("--state", type=_STATES, help="Only jobs in this state.")
+@click.option("--command", help="Only jobs of this command.")
+@click.option("--tag", help="Only jobs with this tag.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def list_command(
+    state: str | None, command: str | None, tag: str | None, limit: int, as_json: bool
+) -> None:
+    """List the newest jobs."""
+    summaries = _extension().list_jobs(state=state, command=command, tag=tag, limit=limit)
+    if as_json:
+        for summary in summaries:
+            click.echo(json.dumps({**asdict(summary), "state": summary.state.value}))
+        return
+    if not summaries:
+        click.echo("no jobs")
+        return
+    click.echo(f"{'ID':>8}  {'STATE':<9}  {'CREATED':<19}  {'ATTEMPTS':>8}  COMMAND")
+    for s in summaries:
+        click.echo(
+            f"{s.id:>8}  {s.state.value:<9}  {_when(s.created_at):<19}  "
+            f"{s.attempts:>8}  {s.command}{f'  [{s.tag}]' if s.tag else ''}"
+        )
+
+
+@jobs_cli.command("show")
+@click.argument("job_id", type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True)
+def show_command(job_id: int, as_json: bool) -> None:
+    """Show everything about one job."""
+    result = _extension().get_job(job_id)
+    if result is None:
+        raise click.ClickException(f"no job has id {job_id}")
+    record = result.job
+    fields: dict[str, Any] = asdict(result.summary)
+    if record is not None:
+        fields.update({k: v for k, v in asdict(record).items() if k != "future"})
+    fields["state"] = result.state.value
+    if as_json:
+        click.echo(json.dumps(fields, default=str, indent=2))
+        return
+    for key, value in fields.items():
+        if value in (None, "", [], {}):
+            continue
+        if key.endswith("_at"):
+            value = _when(value)
+        elif isinstance(value, (dict, list)):
+            value = json.dumps(value, default=str, indent=2)
+        click.echo(f"{key}: {value}")
+
+
+@jobs_cli.command("cancel")
+@click.argument("job_id", type=click.IntRange(min=1))
+def cancel_command(job_id: int) -> None:
+    """Cancel a queued job, or ask a running one to stop."""
+    if not _extension().cancel_job(job_id):
+        raise click.ClickException(f"job {job_id} is not queued or running")
+    click.echo(f"job {job_id} cancelled")
+
+
+@jobs_cli.command("requeue")
+@click.argument("job_id", type=click.IntRange(min=1), required=False)
+@click.option("--failed", "all_failed", is_flag=True, help="Requeue every failed job.")
+@click.option("--command", help="With --failed: only this command's jobs.")
+def requeue_command(job_id: int | None, all_failed: bool, command: str | None) -> None:
+    """Put a failed or cancelled job (or, with --failed, every failed job) back in the queue."""
+    extension = _extension()
+    if (job_id is None) == (not all_failed):
+        raise click.UsageError("give either a JOB_ID or --failed")
+    ids = (
+        [job_id]
+        if job_id is not None
+        else [s.id for s in extension.list_jobs(state="failed", command=command, limit=1_000_000)]
+    )
+    for one in ids:
+        try:
+            extension.requeue_job(one)
+        except BgJobsError as error:
+            raise click.ClickException(str(error)) from None
+    click.echo(f"requeued {len(ids)} job(s)")
+
+
+@jobs_cli.command("prune")
+@click.option(
+    "--keep-months",
+    type=click.IntRange(min=1),
+    required=True,
+    help="Keep this many months, the current one included.",
+)
+def prune_command(keep_months: int) -> None:
+    """Delete the monthly job files of older months."""
+    removed = _extension().prune(keep_months)
+    click.echo(f"removed {len(removed)} month(s){': ' + ', '.join(removed) if removed else ''}")
+
+
+def _utc(value: datetime) -> str:
+    return value.astimezone(timezone.utc).isoformat()

@@ -1,0 +1,131 @@
+"""The ``BGJOBS_*`` configuration keys: defaults, validation, and the settings object."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from .errors import InvalidJobError
+from .sqlite import SqliteOptions
+
+#: Every key with its default; ``init_app`` puts them into ``app.config`` with ``setdefault``.
+DEFAULTS: dict[str, Any] = {
+    "BGJOBS_DATABASE_DIR": "jobs",
+    "BGJOBS_MAX_THREADS": 4,
+    "BGJOBS_POLL_INTERVAL": 0.02,
+    "BGJOBS_LEASE_SECONDS": 30.0,
+    "BGJOBS_RETRY_LIMIT": 2,
+    "BGJOBS_RETRY_BACKOFF": 1.0,
+    "BGJOBS_RETRY_BACKOFF_MAX": 300.0,
+    "BGJOBS_TIMEOUT": 3600.0,
+    "BGJOBS_CANCEL_GRACE": 5.0,
+    "BGJOBS_EAGER": False,
+    "BGJOBS_AUTOSTART": True,
+    "BGJOBS_MAX_LOG_BYTES": 256 * 1024,
+    "BGJOBS_SQLITE_SYNCHRONOUS": "NORMAL",
+    "BGJOBS_SQLITE_BUSY_TIMEOUT": 5.0,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated ``BGJOBS_*`` settings of one app."""
+
+    database_dir: Path
+    max_threads: int
+    poll_interval: float
+    lease_seconds: float
+    retry_limit: int
+    retry_backoff: float
+    retry_backoff_max: float
+    timeout: float | None
+    cancel_grace: float
+    eager: bool
+    autostart: bool
+    max_log_bytes: int
+    sqlite: SqliteOptions
+
+    @classmethod
+    def from_app(cls, app: Flask, overrides: Mapping[str, Any]) -> Settings:
+        """Read the settings of ``app``, constructor keywords (``max_threads=``...) winning."""
+        for key, default in DEFAULTS.items():
+            app.config.setdefault(key, default)
+        known = {f.name for f in fields(cls)} - {"sqlite"}
+        unknown = set(overrides) - known
+        if unknown:
+            raise TypeError(
+                f"unknown BackgroundJobs option(s): {', '.join(sorted(unknown))}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+
+        def value(name: str) -> Any:
+            return overrides[name] if name in overrides else app.config[f"BGJOBS_{name.upper()}"]
+
+        folder = Path(value("database_dir"))
+        try:
+            sqlite = SqliteOptions(
+                synchronous=app.config["BGJOBS_SQLITE_SYNCHRONOUS"],
+                busy_timeout=_number(
+                    app.config["BGJOBS_SQLITE_BUSY_TIMEOUT"], "SQLITE_BUSY_TIMEOUT"
+                ),
+            )
+        except ValueError as error:
+            raise ValueError(f"BGJOBS_SQLITE_*: {error}") from None
+        return cls(
+            database_dir=folder if folder.is_absolute() else Path(app.instance_path) / folder,
+            max_threads=_integer(value("max_threads"), "MAX_THREADS", minimum=1),
+            poll_interval=_number(value("poll_interval"), "POLL_INTERVAL"),
+            lease_seconds=_number(value("lease_seconds"), "LEASE_SECONDS"),
+            retry_limit=_integer(value("retry_limit"), "RETRY_LIMIT", minimum=0),
+            retry_backoff=_number(value("retry_backoff"), "RETRY_BACKOFF", allow_zero=True),
+            retry_backoff_max=_number(
+                value("retry_backoff_max"), "RETRY_BACKOFF_MAX", allow_zero=True
+            ),
+            timeout=_optional(value("timeout"), "TIMEOUT"),
+            cancel_grace=_number(value("cancel_grace"), "CANCEL_GRACE"),
+            eager=bool(value("eager")),
+            autostart=bool(value("autostart")),
+            max_log_bytes=_integer(value("max_log_bytes"), "MAX_LOG_BYTES", minimum=1024),
+            sqlite=sqlite,
+        )
+
+
+def _number(raw: Any, key: str, *, allow_zero: bool = False) -> float:
+    try:
+        number = float(raw)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if isinstance(raw, bool) or not (number >= 0 if allow_zero else number > 0):
+        raise ValueError(
+            f"BGJOBS_{key} must be a {'non-negative' if allow_zero else 'positive'} "
+            f"number of seconds, not {raw!r}"
+        )
+    return number
+
+
+def _optional(raw: Any, key: str) -> float | None:
+    return None if raw is None else _number(raw, key)
+
+
+def _integer(raw: Any, key: str, *, minimum: int) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < minimum:
+        raise ValueError(f"BGJOBS_{key} must be a whole number of at least {minimum}, not {raw!r}")
+    return raw
+
+
+def check_option(value: Any, name: str, check: Callable[[Any], bool], expected: str) -> Any:
+    """Return ``value`` if ``check(value)``, else raise the package's error for a bad option."""
+    if value is not None and not check(value):
+        raise InvalidJobError(f"{name} must be {expected}, not {value!r}")
+    return value
+
+
+def host_pid() -> tuple[str, int]:
+    import socket
+
+    return socket.gethostname(), os.getpid()

@@ -1,0 +1,504 @@
+"""The ``BackgroundJobs`` extension: commands, enqueueing, queries and the runner's lifecycle."""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import os
+import threading
+import weakref
+from collections.abc import Callable
+from concurrent.futures import Future
+from datetime import datetime
+from typing import Any, TypeVar, overload
+
+from flask import Flask, current_app
+
+from .clock import Clock, as_utc, utcnow
+from .config import Settings, check_option
+from .errors import InvalidJobError, JobNotFoundError, UnknownCommandError
+from .execution import Execution, Target
+from .models import BackgroundJob, JobRef, JobResult, JobState, JobSummary, RequestType
+from .registry import Command, CommandFunc, CommandRegistry, check_signature
+from .runner import Runner, announce
+from .serialization import to_json
+from .signals import job_enqueued
+from .store import JobStore, NewJob, Outcome
+
+F = TypeVar("F", bound=CommandFunc)
+
+
+class _AppState:
+    """What one app's use of the extension holds: settings, storage, and this process's runner."""
+
+    def __init__(self, settings: Settings, store: JobStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.runner: Runner | None = None
+        self.eager_runner: Runner | None = None
+        self.lock = threading.Lock()
+        self.finished = threading.Condition()
+
+
+class BackgroundJobs:
+    """Durable background jobs for a Flask app, stored in SQLite files.
+
+    ``BackgroundJobs(app)``, or ``jobs = BackgroundJobs()`` then ``jobs.init_app(app)``.
+    Keywords (``max_threads=8``, ``eager=True``, ...) override the ``BGJOBS_*`` config keys;
+    ``clock=`` injects the time source (tests).
+    """
+
+    def __init__(self, app: Flask | None = None, *, clock: Clock | None = None, **options: Any):
+        self.registry = CommandRegistry()
+        self.clock: Clock = clock or utcnow
+        self._options = options
+        self._user_loader: Callable[[str], Any] | None = None
+        self._states: weakref.WeakKeyDictionary[Flask, _AppState] = weakref.WeakKeyDictionary()
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Read the config of ``app``, open its job storage, add the ``flask jobs`` commands."""
+        settings = Settings.from_app(app, self._options)
+        store = JobStore(settings.database_dir, settings.sqlite, self.clock)
+        self._states[app] = _AppState(settings, store)
+        app.extensions["bgjobs"] = self
+        from .cli import jobs_cli
+
+        app.cli.add_command(jobs_cli)
+        if settings.autostart and not settings.eager:
+
+            @app.before_request
+            def autostart() -> None:
+                self._runner(app, start=True)
+
+    # -- registration ----------------------------------------------------------------------------
+
+    @overload
+    def command(self, func: F) -> F: ...
+
+    @overload
+    def command(
+        self,
+        *,
+        name: str | None = None,
+        worker: str | None = None,
+        retry_limit: int | None = None,
+        timeout: float | None = None,
+    ) -> Callable[[F], F]: ...
+
+    def command(
+        self,
+        func: F | None = None,
+        *,
+        name: str | None = None,
+        worker: str | None = None,
+        retry_limit: int | None = None,
+        timeout: float | None = None,
+    ) -> F | Callable[[F], F]:
+        """Register a function (plain or async, zero or one argument) as a command."""
+
+        def register(func: F) -> F:
+            check_signature(func)
+            _check_retry_limit(retry_limit)
+            _check_timeout(timeout)
+            check_option(worker, "worker", _is_name, "a non-empty string")
+            self.registry.add(Command(name or func.__name__, func, worker, retry_limit, timeout))
+            return func
+
+        return register(func) if func is not None else register
+
+    def user_loader(self, func: Callable[[str], Any]) -> Callable[[str], Any]:
+        """Register ``loader(user_id) -> user``, which gives ``current_job.user``."""
+        self._user_loader = func
+        return func
+
+    def load_user(self, user_id: str | None) -> Any:
+        if user_id is None:
+            return None
+        if self._user_loader is None:
+            raise RuntimeError(
+                "current_job.user needs a user loader: decorate a function with "
+                "@jobs.user_loader that takes a user id and returns the user"
+            )
+        return self._user_loader(user_id)
+
+    # -- enqueueing ------------------------------------------------------------------------------
+
+    def enqueue_command(
+        self,
+        command: str,
+        request: Any = None,
+        *,
+        worker: str | None = None,
+        callback: str | None = None,
+        depends_on: int | None = None,
+        user_id: Any = None,
+        run_after: datetime | None = None,
+        retry_limit: int | None = None,
+        timeout: float | None = None,
+        ref_id: str | None = None,
+        tag: str | None = None,
+        created_by: str | None = None,
+        batch_id: str | None = None,
+        reply_to: str | None = None,
+        args: dict[str, str] | None = None,
+        parent_id: int | None = None,
+    ) -> JobRef:
+        """Persist a job that runs ``command`` with ``request``; return its :class:`JobRef`.
+
+        The job is in ``jobs.db`` when this returns. Raises :class:`UnknownCommandError` for an
+        unregistered command and :class:`InvalidJobError` for a request or option that cannot be
+        stored.
+        """
+        registered = self.registry.get(command)
+        if registered.request_class is not None and isinstance(request, dict):
+            registered.build_request(request)  # a request that does not fit fails here, not later
+        if callback is not None:
+            self.registry.get(callback)
+        text_options: tuple[tuple[Any, str], ...] = (
+            (tag, "tag"),
+            (created_by, "created_by"),
+            (batch_id, "batch_id"),
+            (reply_to, "reply_to"),
+            (worker, "worker"),
+            (ref_id, "ref_id"),
+        )
+        for value, name in text_options:
+            check_option(value, name, _is_name, "a non-empty string")
+        for value, name in ((depends_on, "depends_on"), (parent_id, "parent_id")):
+            check_option(value, name, _is_id, "a job id (a positive integer)")
+        check_option(args, "args", _is_str_dict, "a dict of str to str")
+        check_option(run_after, "run_after", lambda v: isinstance(v, datetime), "a datetime")
+        _check_retry_limit(retry_limit)
+        _check_timeout(timeout)
+        state = self._state()
+        settings = state.settings
+        now = self.now()
+        if retry_limit is None:
+            retry_limit = registered.retry_limit
+        if timeout is None:
+            timeout = registered.timeout
+        job = NewJob(
+            command=command,
+            request_type=RequestType.COMMAND.value,
+            request=to_json(_plain(request), "request"),
+            created_at=now,
+            run_after=as_utc(run_after).timestamp() if run_after is not None else now,
+            retry_limit=settings.retry_limit if retry_limit is None else retry_limit,
+            timeout=settings.timeout if timeout is None else timeout,
+            ref_id=ref_id,
+            parent_id=parent_id,
+            worker=worker or registered.worker,
+            tag=tag,
+            batch_id=batch_id,
+            callback=callback,
+            depends_on=depends_on,
+            created_by=created_by,
+            user_id=None if user_id is None else str(user_id),
+            reply_to=reply_to,
+            args=to_json(args or None, "args"),
+        )
+        return self._enqueue(job)
+
+    def _enqueue(self, job: NewJob) -> JobRef:
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        state = self._state(app)
+        ref = state.store.enqueue(job)
+        job_enqueued.send(app, ref=ref, command=job.command)
+        if state.settings.eager:
+            self._run_eagerly(app, state, ref)
+        elif state.settings.autostart:
+            self._runner(app, start=True).wake()
+        elif state.runner is not None:
+            state.runner.wake()
+        return ref
+
+    def _run_eagerly(self, app: Flask, state: _AppState, ref: JobRef) -> None:
+        runner = self._eager_runner(app, state)
+        while True:
+            job = state.store.claim_id(
+                ref.id, runner.owner, self.now(), state.settings.lease_seconds
+            )
+            if job is None:
+                return
+            execution = self.execution_for(app, job)
+            execution.run()
+            runner.complete_once([execution])
+
+    def _eager_runner(self, app: Flask, state: _AppState) -> Runner:
+        with state.lock:
+            if state.eager_runner is None:
+                state.eager_runner = Runner(self, app, state.settings, state.store, pool=False)
+            return state.eager_runner
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start this process's runner for the current app (idempotent)."""
+        self._runner(current_app._get_current_object(), start=True)  # type: ignore[attr-defined]
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the runner: no new claims; running jobs finish within ``timeout`` or go back."""
+        state = self._state()
+        with state.lock:
+            runner, state.runner = state.runner, None
+        if runner is not None and runner.started:
+            runner.stop(timeout)
+
+    def worker_runner(
+        self, app: Flask, *, threads: int | None, workers: set[str] | None, pool: bool
+    ) -> Runner:
+        """Make the runner of a ``flask jobs worker`` process its app's runner."""
+        state = self._state(app)
+        with state.lock:
+            if state.runner is not None and state.runner.started:
+                raise RuntimeError("this process already runs jobs for the app")
+            state.runner = Runner(
+                self, app, state.settings, state.store, threads=threads, workers=workers, pool=pool
+            )
+            return state.runner
+
+    def _runner(self, app: Flask, start: bool) -> Runner:
+        state = self._state(app)
+        runner = state.runner
+        if runner is None or runner.process["pid"] != os.getpid():
+            with state.lock:
+                runner = state.runner
+                if runner is None or runner.process["pid"] != os.getpid():
+                    # First use in this process (or the first after a fork): a runner of its own.
+                    runner = state.runner = Runner(self, app, state.settings, state.store)
+        if start and not runner.started:
+            runner.start()
+            atexit.register(_stop_at_exit, weakref.ref(runner))
+        return runner
+
+    def execution_for(self, app: Flask, job: BackgroundJob) -> Execution:
+        """Prepare the run of ``job``: what it calls, with its live state."""
+        settings = self._state(app).settings
+        target: Target
+        try:
+            command = self.registry.get(job.command)
+            target = _command_target(command)
+        except UnknownCommandError as error:
+            target = _failing_target(error)
+        return Execution(self, app, job, target, self.now, settings.max_log_bytes)
+
+    def now(self) -> float:
+        """The injected clock's time, as epoch seconds."""
+        return self.clock().timestamp()
+
+    def run_command(
+        self, command: str, request: Any = None, *, worker: str | None = None
+    ) -> BackgroundJob:
+        """Run ``command`` now on a worker thread without storing it; returns the live job.
+
+        ``job.future.result(timeout)`` gives the result (or raises the command's error).
+        """
+        registered = self.registry.get(command)
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        state = self._state(app)
+        now = self.now()
+        job = BackgroundJob(
+            id=0,
+            ref_id="",
+            command=command,
+            request_type=RequestType.COMMAND.value,
+            state=JobState.STARTED,
+            created_at=now,
+            started_at=now,
+            request=_plain(request),
+            worker=worker or registered.worker,
+            timeout=registered.timeout or state.settings.timeout,
+            future=Future(),
+        )
+        execution = self.execution_for(app, job)
+        if state.settings.eager:
+            execution.run()
+            execution.settle()
+        else:
+            self._runner(app, start=False).run_transient(execution)
+        return job
+
+    async def run_command_async(
+        self, command: str, request: Any = None, *, worker: str | None = None
+    ) -> Any:
+        """Like :meth:`run_command`, awaiting the command's result."""
+        import asyncio
+
+        job = self.run_command(command, request, worker=worker)
+        assert job.future is not None
+        return await asyncio.wrap_future(job.future)
+
+    # -- querying and managing -------------------------------------------------------------------
+
+    def get_job(self, job_id: int) -> JobResult | None:
+        """Everything known about job ``job_id``, or ``None``."""
+        return self._state().store.get(job_id=job_id)
+
+    def get_job_by_ref_id(self, ref_id: str) -> JobResult | None:
+        """Everything known about the job with ``ref_id``, or ``None``."""
+        return self._state().store.get(ref_id=ref_id)
+
+    def list_jobs(
+        self,
+        state: JobState | str | None = None,
+        command: str | None = None,
+        tag: str | None = None,
+        limit: int = 50,
+    ) -> list[JobSummary]:
+        """Summaries of the newest jobs, optionally filtered."""
+        wanted = JobState(state) if state is not None else None
+        return self._state().store.list_summaries(wanted, command, tag, limit)
+
+    def wait_for(self, job_id: int, timeout: float | None = 10.0) -> JobResult:
+        """Block until the job is completed, failed or cancelled; return its result.
+
+        Raises :class:`TimeoutError` after ``timeout`` seconds and :class:`JobNotFoundError` for
+        an unknown id. Works for jobs run by any process.
+        """
+        import time
+
+        state = self._state()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            result = state.store.get(job_id=job_id)
+            if result is None:
+                raise JobNotFoundError(f"no job has id {job_id}")
+            if result.state.is_final:
+                return result
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(
+                    f"job {job_id} did not finish within {timeout:g} s (it is {result.state.value})"
+                )
+            with state.finished:
+                state.finished.wait(0.05 if remaining is None else min(0.05, remaining))
+
+    def notify_finished(self) -> None:
+        """Wake :meth:`wait_for` callers of every app (a job of theirs may have finished)."""
+        for state in list(self._states.values()):
+            with state.finished:
+                state.finished.notify_all()
+
+    def cancel_job(self, job_id: int) -> bool:
+        """Cancel a queued job (it never starts) or ask a running one to stop.
+
+        Returns ``False`` if the job is not queued or running.
+        """
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        state = self._state(app)
+        try:
+            taken = state.store.mark_cancel(job_id, "cancelled")
+        except JobNotFoundError:
+            return False
+        if taken is not None:
+            outcome = Outcome(
+                taken,
+                JobState.CANCELLED,
+                self.now(),
+                error_type="JobCancelled",
+                error_message=f"job {job_id} was cancelled before it started",
+            )
+            for applied in state.store.finish([outcome]):
+                announce(app, applied)
+            self.notify_finished()
+        elif state.runner is not None:
+            state.runner.stop_job(job_id, "cancelled")
+        return True
+
+    def requeue_job(self, job_id: int) -> JobRef:
+        """Put a failed or cancelled job back in the queue under the same id."""
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        state = self._state(app)
+        ref = state.store.requeue(job_id, self.now())
+        if state.runner is not None:
+            state.runner.wake()
+        elif state.settings.eager:
+            self._run_eagerly(app, state, ref)
+        return ref
+
+    def prune(self, keep_months: int) -> list[str]:
+        """Delete the monthly job files older than the last ``keep_months`` months."""
+        return self._state().store.history.prune(keep_months)
+
+    def store(self, app: Flask | None = None) -> JobStore:
+        """The storage of ``app`` (default: the current app)."""
+        return self._state(app).store
+
+    def settings(self, app: Flask | None = None) -> Settings:
+        return self._state(app).settings
+
+    def _state(self, app: Flask | None = None) -> _AppState:
+        if app is None:
+            try:
+                app = current_app._get_current_object()  # type: ignore[attr-defined]
+            except RuntimeError:
+                raise RuntimeError(
+                    "Working outside of application context: flask_bgjobs needs the app. "
+                    "Use `with app.app_context():`."
+                ) from None
+        state = self._states.get(app)
+        if state is None:
+            raise RuntimeError(
+                "This app is not set up for background jobs. Did you forget `jobs.init_app(app)`?"
+            )
+        return state
+
+
+def _command_target(command: Command) -> Target:
+    return lambda job: command.call(job.request)
+
+
+def _failing_target(error: Exception) -> Target:
+    def fail(job: BackgroundJob) -> Any:
+        raise error
+
+    return fail
+
+
+def _stop_at_exit(ref: weakref.ref[Runner]) -> None:
+    runner = ref()
+    if runner is not None and runner.started:
+        runner.stop(timeout=0)
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
+
+
+def _is_name(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 200
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _is_str_dict(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    )
+
+
+def _check_retry_limit(value: Any) -> None:
+    check_option(
+        value,
+        "retry_limit",
+        lambda v: _is_id(v) or (v == 0 and not isinstance(v, bool)),
+        "a whole number of at least 0",
+    )
+
+
+def _check_timeout(value: Any) -> None:
+    check_option(
+        value,
+        "timeout",
+        lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
+        "a positive number of seconds",
+    )
+
+
+__all__ = ["BackgroundJobs", "InvalidJobError"]

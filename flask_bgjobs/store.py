@@ -1,0 +1,760 @@
+"""All SQL of the job queue: ``jobs.db`` (queue, summaries, processes, stats) and the months.
+
+State changes are verbs: :meth:`JobStore.enqueue`, :meth:`~JobStore.claim`,
+:meth:`~JobStore.finish` (complete, fail, cancel or retry a batch), :meth:`~JobStore.cancel`,
+:meth:`~JobStore.requeue`, :meth:`~JobStore.recover_orphans`.
+
+A finished job moves from ``jobs.db`` to the file of the month it finished in, in two
+transactions: first the month's row is written (``INSERT OR REPLACE``, so writing it twice is
+harmless), then the queue row is deleted and the summary updated. A crash between the two leaves a
+started job whose lease lapses; :meth:`~JobStore.recover_orphans` then finds the month's row and
+completes the move instead of running the job again.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+
+from .clock import Clock
+from .errors import DuplicateRefIdError, JobNotFoundError, JobStateError
+from .models import (
+    Attempt,
+    BackgroundJob,
+    CompletedJob,
+    FailedJob,
+    JobRecord,
+    JobRef,
+    JobResult,
+    JobState,
+    JobSummary,
+)
+from .serialization import from_json, to_json
+from .sqlite import Database, MonthlyDatabase, SqliteOptions, month_of, months_before
+from .tables import (
+    HISTORY_SCHEMA,
+    QUEUE_SCHEMA,
+    RECORD_FIELDS,
+    background_job,
+    job_summary,
+)
+
+QUEUE_FIELDS = (*RECORD_FIELDS, "lease_owner", "lease_expires_at", "cancel_requested")
+HISTORY_FIELDS = (*RECORD_FIELDS, "result", "completed_at", "duration", "worker_process")
+SUMMARY_FIELDS = tuple(column.name for column in job_summary.columns)
+_JSON_FIELDS = frozenset({"request", "args", "options", "result"})
+
+_QUEUE_COLS = ", ".join(QUEUE_FIELDS)
+_HISTORY_INSERT = {
+    table: f"INSERT OR REPLACE INTO {table} ({', '.join(HISTORY_FIELDS)}) "
+    f"VALUES ({', '.join('?' * len(HISTORY_FIELDS))})"
+    for table in ("completed_job", "failed_job")
+}
+_ENQUEUE_SUMMARY = (
+    "INSERT INTO job_summary (ref_id, command, request_type, state, created_at, worker, tag, "
+    "batch_id, parent_id, created_by, user_id) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)"
+)
+_ENQUEUE_QUEUE = (
+    "INSERT INTO background_job (id, ref_id, parent_id, worker, tag, batch_id, callback, "
+    "depends_on, run_after, created_at, created_by, request_type, command, request, user_id, "
+    "reply_to, args, options, state, attempts, retry_limit, timeout, history) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?)"
+)
+_CLAIM_STARTED = (
+    "state = 'started', attempts = attempts + 1, started_at = :now, lease_owner = :owner, "
+    "lease_expires_at = :expires, progress = NULL, status = NULL, logs = NULL"
+)
+_CLAIM_POOL = (
+    f"UPDATE background_job SET {_CLAIM_STARTED} WHERE id IN (SELECT id FROM background_job "
+    "WHERE worker IS NULL AND state = 'queued' AND run_after <= :now ORDER BY id LIMIT :limit) "
+    f"RETURNING {_QUEUE_COLS}"
+)
+# A named worker runs strictly in enqueue order: only its oldest queued job may start, and only
+# while no other job of that worker is running in any process.
+_CLAIM_NAMED = (
+    f"UPDATE background_job SET {_CLAIM_STARTED} WHERE id = (SELECT id FROM background_job "
+    "WHERE worker = :worker AND state = 'queued' ORDER BY id LIMIT 1) AND run_after <= :now "
+    "AND NOT EXISTS (SELECT 1 FROM background_job WHERE worker = :worker AND state = 'started') "
+    f"RETURNING {_QUEUE_COLS}"
+)
+
+R = TypeVar("R", bound=JobRecord)
+
+
+@dataclass
+class NewJob:
+    """A job about to be enqueued, its options resolved and its JSON already encoded."""
+
+    command: str
+    request_type: str
+    request: str | None
+    created_at: float
+    run_after: float
+    retry_limit: int
+    timeout: float | None
+    ref_id: str | None = None
+    parent_id: int | None = None
+    worker: str | None = None
+    tag: str | None = None
+    batch_id: str | None = None
+    callback: str | None = None
+    depends_on: int | None = None
+    created_by: str | None = None
+    user_id: str | None = None
+    reply_to: str | None = None
+    args: str | None = None
+    options: str | None = None
+
+
+@dataclass
+class Outcome:
+    """How one run of a claimed job ended, for :meth:`JobStore.finish`.
+
+    ``state`` is final (completed, failed, cancelled) or ``QUEUED`` for a retry at ``run_after``.
+    """
+
+    job: BackgroundJob
+    state: JobState
+    ended_at: float
+    result: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    error_traceback: str | None = None
+    run_after: float | None = None
+    worker_process: str | None = None
+    live: dict[str, Any] = field(default_factory=dict)  # progress, status, logs at the end
+
+    @property
+    def duration(self) -> float | None:
+        started = self.job.started_at
+        return None if started is None else max(0.0, self.ended_at - started)
+
+
+class JobStore:
+    """The job queue's storage: one ``jobs.db`` and the monthly history files beside it."""
+
+    def __init__(self, directory: str | os.PathLike[str], options: SqliteOptions, clock: Clock):
+        self.directory = Path(directory)
+        self.clock = clock
+        self.queue = Database(self.directory / "jobs.db", QUEUE_SCHEMA, options)
+        self.history = MonthlyDatabase(self.directory, "jobs", HISTORY_SCHEMA, options, clock)
+
+    def dispose(self) -> None:
+        """Close every connection to every file."""
+        self.queue.dispose()
+        self.history.dispose()
+
+    # -- enqueue and claim ---------------------------------------------------------------------
+
+    def enqueue(self, job: NewJob) -> JobRef:
+        """Persist ``job`` (summary and queue row in one transaction) and return its reference."""
+        ref_id = job.ref_id or uuid.uuid4().hex
+        try:
+            with self.queue.write() as tx:
+                job_id = tx.execute(
+                    _ENQUEUE_SUMMARY,
+                    (
+                        ref_id,
+                        job.command,
+                        job.request_type,
+                        job.created_at,
+                        job.worker,
+                        job.tag,
+                        job.batch_id,
+                        job.parent_id,
+                        job.created_by,
+                        job.user_id,
+                    ),
+                ).lastrowid
+                tx.execute(
+                    _ENQUEUE_QUEUE,
+                    (
+                        job_id,
+                        ref_id,
+                        job.parent_id,
+                        job.worker,
+                        job.tag,
+                        job.batch_id,
+                        job.callback,
+                        job.depends_on,
+                        job.run_after,
+                        job.created_at,
+                        job.created_by,
+                        job.request_type,
+                        job.command,
+                        job.request,
+                        job.user_id,
+                        job.reply_to,
+                        job.args,
+                        job.options,
+                        job.retry_limit,
+                        job.timeout,
+                        None,
+                    ),
+                )
+        except sqlite3.IntegrityError as error:
+            if "ref_id" in str(error):
+                raise DuplicateRefIdError(f"a job with ref_id {ref_id!r} already exists") from None
+            raise
+        assert job_id is not None
+        return JobRef(job_id, ref_id)
+
+    def claim(
+        self, owner: str, worker: str | None, limit: int, now: float, lease: float
+    ) -> list[BackgroundJob]:
+        """Start up to ``limit`` ready jobs of one lane for ``owner``, leased until now + lease.
+
+        ``worker=None`` is the pool of unnamed jobs; a named worker gets at most one job, and
+        only when none of its jobs is running anywhere.
+        """
+        params = {"now": now, "owner": owner, "expires": now + lease, "limit": limit}
+        with self.queue.write() as tx:
+            if worker is None:
+                rows = tx.execute(_CLAIM_POOL, params).fetchall()
+            else:
+                rows = tx.execute(_CLAIM_NAMED, {**params, "worker": worker}).fetchall()
+        jobs = [_record(BackgroundJob, QUEUE_FIELDS, row) for row in rows]
+        jobs.sort(key=lambda job: job.id)
+        return jobs
+
+    def claim_id(self, job_id: int, owner: str, now: float, lease: float) -> BackgroundJob | None:
+        """Start one given queued job (eager mode runs jobs at enqueue this way)."""
+        with self.queue.write() as tx:
+            row = tx.execute(
+                f"UPDATE background_job SET {_CLAIM_STARTED} WHERE id = :id AND state = 'queued' "
+                f"RETURNING {_QUEUE_COLS}",
+                {"now": now, "owner": owner, "expires": now + lease, "id": job_id},
+            ).fetchone()
+        return None if row is None else _record(BackgroundJob, QUEUE_FIELDS, row)
+
+    def named_workers_waiting(self) -> list[str]:
+        """The named workers that have queued jobs."""
+        with self.queue.read() as conn:
+            found = conn.exec_driver_sql(
+                "SELECT DISTINCT worker FROM background_job "
+                "WHERE worker IS NOT NULL AND state = 'queued'"
+            ).all()
+        return [name for (name,) in found]
+
+    def next_run_after(self, workers: Iterable[str | None], after: float) -> float | None:
+        """The earliest ``run_after`` later than ``after`` among the queued jobs of the lanes."""
+        lanes = list(workers)
+        named = [name for name in lanes if name is not None]
+        clauses = [f"worker IN ({', '.join('?' * len(named))})"] if named else []
+        if None in lanes:
+            clauses.append("worker IS NULL")
+        if not clauses:
+            return None
+        sql = (
+            "SELECT MIN(run_after) FROM background_job WHERE state = 'queued' "
+            f"AND run_after > ? AND ({' OR '.join(clauses)})"
+        )
+        with self.queue.read() as conn:
+            value = conn.exec_driver_sql(sql, (after, *named)).scalar()
+        return None if value is None else float(value)
+
+    def watch(self) -> ChangeWatcher:
+        """A cheap way for one thread to notice commits to ``jobs.db`` by other connections."""
+        return ChangeWatcher(self.queue)
+
+    # -- finishing runs --------------------------------------------------------------------------
+
+    def finish(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
+        """Record how a batch of runs ended; return the outcomes that took effect.
+
+        Final outcomes move to their month's file, then leave the queue; retries go back to the
+        queue. An outcome whose job was meanwhile recovered and claimed by another process (its
+        attempt number moved on) is ignored.
+        """
+        finals = [o for o in outcomes if o.state is not JobState.QUEUED]
+        by_month: dict[str, list[Outcome]] = defaultdict(list)
+        for outcome in finals:
+            by_month[month_of_epoch(outcome.ended_at)].append(outcome)
+        for month, group in sorted(by_month.items()):
+            self._write_history(month, group)
+        applied: list[Outcome] = []
+        with self.queue.write() as tx:
+            for outcome in outcomes:
+                if self._apply(tx, outcome):
+                    applied.append(outcome)
+            _update_stats(tx, applied)
+        return applied
+
+    def _write_history(self, month: str, outcomes: Sequence[Outcome]) -> None:
+        rows: dict[str, list[tuple[Any, ...]]] = {"completed_job": [], "failed_job": []}
+        for outcome in outcomes:
+            table = "completed_job" if outcome.state is JobState.COMPLETED else "failed_job"
+            rows[table].append(_history_row(outcome))
+        with self.history.write(month) as tx:
+            for table, values in rows.items():
+                if values:
+                    tx.executemany(_HISTORY_INSERT[table], values)
+
+    def _apply(self, tx: Any, outcome: Outcome) -> bool:
+        job = outcome.job
+        if outcome.state is JobState.QUEUED:
+            history = [*job.history, _attempt_of(outcome)]
+            cursor = tx.execute(
+                "UPDATE background_job SET state = 'queued', run_after = ?, lease_owner = NULL, "
+                "lease_expires_at = NULL, history = ?, error_type = ?, error_message = ?, "
+                "error_traceback = ?, progress = NULL, status = ?, logs = ? "
+                "WHERE id = ? AND attempts = ?",
+                (
+                    outcome.run_after,
+                    _history_json(history),
+                    outcome.error_type,
+                    outcome.error_message,
+                    outcome.error_traceback,
+                    outcome.live.get("status"),
+                    outcome.live.get("logs"),
+                    job.id,
+                    job.attempts,
+                ),
+            )
+            job.history = history
+            return bool(cursor.rowcount)
+        cursor = tx.execute(
+            "DELETE FROM background_job WHERE id = ? AND attempts = ?", (job.id, job.attempts)
+        )
+        if not cursor.rowcount:
+            return False
+        tx.execute(
+            "UPDATE job_summary SET state = ?, attempts = ?, started_at = ?, completed_at = ?, "
+            "duration = ?, month = ?, error_type = ?, error_message = ? WHERE id = ?",
+            (
+                outcome.state.value,
+                job.attempts,
+                job.started_at,
+                outcome.ended_at,
+                outcome.duration,
+                month_of_epoch(outcome.ended_at),
+                outcome.error_type,
+                _short(outcome.error_message),
+                job.id,
+            ),
+        )
+        return True
+
+    # -- live state, leases, processes -------------------------------------------------------------
+
+    def save_live(self, updates: Sequence[tuple[int, int, float | None, str | None, str]]) -> None:
+        """Write ``(id, attempt, progress, status, logs)`` of running jobs."""
+        with self.queue.write() as tx:
+            tx.executemany(
+                "UPDATE background_job SET progress = ?, status = ?, logs = ? "
+                "WHERE id = ? AND attempts = ? AND state = 'started'",
+                [
+                    (progress, status, logs, job_id, attempt)
+                    for job_id, attempt, progress, status, logs in updates
+                ],
+            )
+
+    def heartbeat(self, process: dict[str, Any], lease_until: float) -> None:
+        """Record that ``process`` lives and extend the leases of its running jobs."""
+        with self.queue.write() as tx:
+            tx.execute(
+                "INSERT OR REPLACE INTO worker_process (id, host, pid, started_at, heartbeat_at, "
+                "threads, workers, scheduler, stopped_at) VALUES (:id, :host, :pid, :started_at, "
+                ":heartbeat_at, :threads, :workers, :scheduler, :stopped_at)",
+                process,
+            )
+            tx.execute(
+                "UPDATE background_job SET lease_expires_at = ? "
+                "WHERE lease_owner = ? AND state = 'started'",
+                (lease_until, process["id"]),
+            )
+
+    def cancel_requests(self, owner: str) -> list[tuple[int, str]]:
+        """``(id, reason)`` of ``owner``'s running jobs that another process asked to stop."""
+        with self.queue.read() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT id, cancel_requested FROM background_job WHERE lease_owner = ? "
+                "AND state = 'started' AND cancel_requested IS NOT NULL",
+                (owner,),
+            ).all()
+        return [(int(job_id), str(reason)) for job_id, reason in rows]
+
+    def release(self, job_ids: Sequence[tuple[int, int]]) -> None:
+        """Hand ``(id, attempt)`` started jobs back to the queue, the attempt not counted."""
+        with self.queue.write() as tx:
+            tx.executemany(
+                "UPDATE background_job SET state = 'queued', attempts = attempts - 1, "
+                "lease_owner = NULL, lease_expires_at = NULL, started_at = NULL "
+                "WHERE id = ? AND attempts = ? AND state = 'started'",
+                job_ids,
+            )
+
+    def expired(self, now: float) -> list[BackgroundJob]:
+        """Started jobs whose lease lapsed before ``now``: their process is gone."""
+        with self.queue.write() as tx:
+            rows = tx.execute(
+                f"SELECT {_QUEUE_COLS} FROM background_job "
+                "WHERE state = 'started' AND lease_expires_at < ?",
+                (now,),
+            ).fetchall()
+        return [_record(BackgroundJob, QUEUE_FIELDS, row) for row in rows]
+
+    def take_over(self, job: BackgroundJob, owner: str, now: float, lease: float) -> bool:
+        """Move an expired job's lease to ``owner``, if nobody did first."""
+        with self.queue.write() as tx:
+            cursor = tx.execute(
+                "UPDATE background_job SET lease_owner = ?, lease_expires_at = ? WHERE id = ? "
+                "AND attempts = ? AND state = 'started' AND lease_expires_at < ?",
+                (owner, now + lease, job.id, job.attempts, now),
+            )
+            if cursor.rowcount:
+                job.lease_owner = owner
+            return bool(cursor.rowcount)
+
+    def find_finished(self, job: BackgroundJob) -> CompletedJob | FailedJob | None:
+        """The month's record of ``job``'s run if one was written (a move cut short)."""
+        if job.started_at is None:
+            return None
+        first = month_of_epoch(job.started_at)
+        month = self.history.current_month()
+        while month >= first:
+            found = self._history_record(month, job.id)
+            if found is not None and found.attempts == job.attempts:
+                return found
+            month = months_before(month, 1)
+        return None
+
+    def complete_move(self, job: BackgroundJob, record: CompletedJob | FailedJob) -> bool:
+        """Finish a move whose month's row exists: drop the queue row, update the summary."""
+        assert record.completed_at is not None
+        outcome = Outcome(
+            job,
+            record.state,
+            record.completed_at,
+            error_type=record.error_type,
+            error_message=record.error_message,
+        )
+        with self.queue.write() as tx:
+            return self._apply(tx, outcome)
+
+    def mark_cancel(self, job_id: int, reason: str) -> BackgroundJob | None:
+        """Flag a started job for cancellation, or take a queued one to cancel it now.
+
+        Returns the job when it was queued (now started under a short lease, flagged, for the
+        caller to finish as cancelled), ``None`` otherwise. Raises :class:`JobNotFoundError` if
+        the job is not in the queue.
+        """
+        with self.queue.write() as tx:
+            row = tx.execute(
+                "UPDATE background_job SET cancel_requested = ? WHERE id = ? "
+                "AND state IN ('queued', 'started') RETURNING state",
+                (reason, job_id),
+            ).fetchone()
+        if row is None:
+            raise JobNotFoundError(f"job {job_id} is not queued or running")
+        return None if row[0] == "started" else self._take_queued(job_id)
+
+    def _take_queued(self, job_id: int) -> BackgroundJob | None:
+        now = self.clock().timestamp()
+        with self.queue.write() as tx:
+            row = tx.execute(
+                f"UPDATE background_job SET state = 'started', lease_owner = 'cancel', "
+                f"lease_expires_at = ?, started_at = NULL WHERE id = ? AND state = 'queued' "
+                f"RETURNING {_QUEUE_COLS}",
+                (now + 60, job_id),
+            ).fetchone()
+        return None if row is None else _record(BackgroundJob, QUEUE_FIELDS, row)
+
+    # -- requeue ---------------------------------------------------------------------------------
+
+    def requeue(self, job_id: int, now: float) -> JobRef:
+        """Put a failed or cancelled job back in the queue under the same id."""
+        summary = self.summary(job_id)
+        if summary is None:
+            raise JobNotFoundError(f"no job has id {job_id}")
+        if summary.state not in (JobState.FAILED, JobState.CANCELLED) or summary.month is None:
+            raise JobStateError(
+                f"job {job_id} is {summary.state.value}; only failed or cancelled jobs can be "
+                "requeued"
+            )
+        record = self._history_record(summary.month, job_id)
+        if not isinstance(record, FailedJob):
+            raise JobStateError(f"job {job_id}'s record is missing from jobs_{summary.month}.db")
+        history = [*record.history]
+        if record.state is JobState.FAILED or record.started_at is not None:
+            history.append(
+                Attempt(
+                    record.attempts,
+                    record.started_at,
+                    record.completed_at,
+                    record.error_type,
+                    record.error_message,
+                    record.error_traceback,
+                    record.worker_process,
+                )
+            )
+        with self.queue.write() as tx:
+            tx.execute(
+                _ENQUEUE_QUEUE,
+                (
+                    record.id,
+                    record.ref_id,
+                    record.parent_id,
+                    record.worker,
+                    record.tag,
+                    record.batch_id,
+                    record.callback,
+                    record.depends_on,
+                    now,
+                    record.created_at,
+                    record.created_by,
+                    record.request_type,
+                    record.command,
+                    to_json(record.request, "request"),
+                    record.user_id,
+                    record.reply_to,
+                    to_json(record.args, "args"),
+                    to_json(record.options, "options"),
+                    record.retry_limit,
+                    record.timeout,
+                    _history_json(history),
+                ),
+            )
+            tx.execute(
+                "UPDATE job_summary SET state = 'queued', attempts = 0, started_at = NULL, "
+                "completed_at = NULL, duration = NULL, month = NULL, error_type = NULL, "
+                "error_message = NULL WHERE id = ?",
+                (job_id,),
+            )
+        with self.history.write(summary.month) as tx:
+            tx.execute("DELETE FROM failed_job WHERE id = ?", (job_id,))
+        return JobRef(record.id, record.ref_id)
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def summary(self, job_id: int) -> JobSummary | None:
+        with self.queue.read() as conn:
+            row = conn.execute(select(job_summary).where(job_summary.c.id == job_id)).first()
+        return None if row is None else _summary(row)
+
+    def get(self, job_id: int | None = None, ref_id: str | None = None) -> JobResult | None:
+        """Everything known about one job, by id or by ref_id."""
+        column = job_summary.c.id if job_id is not None else job_summary.c.ref_id
+        key = job_id if job_id is not None else ref_id
+        with self.queue.read() as conn:  # one snapshot: summary and queue row agree
+            row = conn.execute(select(job_summary).where(column == key)).first()
+            if row is None:
+                return None
+            summary = _summary(row)
+            queued = None
+            if not summary.state.is_final:
+                found = conn.exec_driver_sql(
+                    f"SELECT {_QUEUE_COLS} FROM background_job WHERE id = ?", (summary.id,)
+                ).first()
+                queued = None if found is None else _record(BackgroundJob, QUEUE_FIELDS, found)
+        result = JobResult(summary, queued=queued)
+        if summary.state.is_final and summary.month is not None:
+            record = self._history_record(summary.month, summary.id)
+            if isinstance(record, FailedJob):
+                result.failed = record
+            elif record is not None:
+                result.completed = record
+        return result
+
+    def list_summaries(
+        self,
+        state: JobState | None = None,
+        command: str | None = None,
+        tag: str | None = None,
+        limit: int = 50,
+    ) -> list[JobSummary]:
+        """Summaries, newest first, their state taken from the queue while the job is in it."""
+        live_state = background_job.c.state
+        query = (
+            select(job_summary, live_state.label("live_state"))
+            .outerjoin(background_job, background_job.c.id == job_summary.c.id)
+            .order_by(job_summary.c.id.desc())
+            .limit(limit)
+        )
+        if state in (JobState.QUEUED, JobState.STARTED):
+            query = query.where(live_state == state.value)
+        elif state is not None:
+            query = query.where(job_summary.c.state == state.value)
+        if command is not None:
+            query = query.where(job_summary.c.command == command)
+        if tag is not None:
+            query = query.where(job_summary.c.tag == tag)
+        with self.queue.read() as conn:
+            rows = conn.execute(query).all()
+        summaries = []
+        for row in rows:
+            summary = _summary(row)
+            if row.live_state is not None:
+                summary.state = JobState(row.live_state)
+            summaries.append(summary)
+        return summaries
+
+    def _history_record(self, month: str, job_id: int) -> CompletedJob | FailedJob | None:
+        database = self.history.existing(month)
+        if database is None:
+            return None
+        cols = ", ".join(HISTORY_FIELDS)
+        with database.read() as conn:
+            row = conn.exec_driver_sql(
+                f"SELECT {cols} FROM completed_job WHERE id = ?", (job_id,)
+            ).first()
+            if row is not None:
+                return _record(CompletedJob, HISTORY_FIELDS, row)
+            row = conn.exec_driver_sql(
+                f"SELECT {cols} FROM failed_job WHERE id = ?", (job_id,)
+            ).first()
+        return None if row is None else _record(FailedJob, HISTORY_FIELDS, row)
+
+    def command_durations(self) -> dict[str, float]:
+        """The recent average duration of each command that completed at least once."""
+        with self.queue.read() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT command, avg_duration FROM command_stats WHERE avg_duration IS NOT NULL"
+            ).all()
+        return {command: float(avg) for command, avg in rows}
+
+
+class ChangeWatcher:
+    """Tells whether ``jobs.db`` changed since the last look, via ``PRAGMA data_version``.
+
+    The pragma's value changes whenever another connection commits; asking costs microseconds,
+    which is what lets idle processes poll often.
+    """
+
+    def __init__(self, database: Database) -> None:
+        self._conn = database.engine.raw_connection()
+        self._version: int | None = None
+
+    def changed(self) -> bool:
+        version = self._conn.cursor().execute("PRAGMA data_version").fetchone()[0]
+        changed = version != self._version
+        self._version = int(version)
+        return bool(changed)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+# -- rows and records ------------------------------------------------------------------------------
+
+
+def month_of_epoch(moment: float) -> str:
+    from .models import to_datetime
+
+    value = to_datetime(moment)
+    assert value is not None
+    return month_of(value)
+
+
+def _record(cls: type[R], fields: Sequence[str], row: Sequence[Any]) -> R:
+    values = dict(zip(fields, row, strict=True))
+    for name in _JSON_FIELDS.intersection(values):
+        values[name] = from_json(values[name])
+    values["args"] = values["args"] or {}
+    values["options"] = values["options"] or {}
+    values["logs"] = values["logs"] or ""
+    values["history"] = [Attempt(**item) for item in from_json(values["history"]) or []]
+    values["state"] = JobState(values["state"])
+    return cls(**values)
+
+
+def _summary(row: Any) -> JobSummary:
+    values = {name: getattr(row, name) for name in SUMMARY_FIELDS}
+    values["state"] = JobState(values["state"])
+    return JobSummary(**values)
+
+
+def _history_json(history: Sequence[Attempt]) -> str | None:
+    return to_json([attempt.to_json() for attempt in history], "history") if history else None
+
+
+def _attempt_of(outcome: Outcome) -> Attempt:
+    return Attempt(
+        outcome.job.attempts,
+        outcome.job.started_at,
+        outcome.ended_at,
+        outcome.error_type,
+        outcome.error_message,
+        outcome.error_traceback,
+        outcome.worker_process,
+    )
+
+
+def _history_row(outcome: Outcome) -> tuple[Any, ...]:
+    job = outcome.job
+    live = outcome.live
+    values: dict[str, Any] = {
+        **{name: getattr(job, name) for name in RECORD_FIELDS},
+        "request": to_json(job.request, "request"),
+        "args": to_json(job.args or None, "args"),
+        "options": to_json(job.options or None, "options"),
+        "history": _history_json(job.history),
+        "state": outcome.state.value,
+        "progress": live.get("progress", job.progress),
+        "status": live.get("status", job.status),
+        "logs": live.get("logs", job.logs) or None,
+        "error_type": outcome.error_type,
+        "error_message": outcome.error_message,
+        "error_traceback": outcome.error_traceback,
+        "result": outcome.result,
+        "completed_at": outcome.ended_at,
+        "duration": outcome.duration,
+        "worker_process": outcome.worker_process,
+    }
+    return tuple(values[name] for name in HISTORY_FIELDS)
+
+
+def _short(message: str | None, limit: int = 500) -> str | None:
+    return message if message is None or len(message) <= limit else message[: limit - 1] + "…"
+
+
+def _update_stats(tx: Any, outcomes: Iterable[Outcome]) -> None:
+    totals: dict[str, list[float]] = {}
+    failures: dict[str, int] = defaultdict(int)
+    for outcome in outcomes:
+        if outcome.state is JobState.COMPLETED and outcome.duration is not None:
+            totals.setdefault(outcome.job.command, []).append(outcome.duration)
+        elif outcome.state is JobState.FAILED:
+            failures[outcome.job.command] += 1
+    now = max((o.ended_at for o in outcomes), default=0.0)
+    rows = []
+    for command in set(totals) | set(failures):
+        durations = totals.get(command, [])
+        average = sum(durations) / len(durations) if durations else None
+        rows.append(
+            (
+                command,
+                len(durations),
+                failures[command],
+                sum(durations),
+                average,
+                max(durations, default=None),
+                durations[-1] if durations else None,
+                now,
+            )
+        )
+    if rows:
+        # The average is a moving one, weighted toward recent runs, for progress estimates.
+        tx.executemany(
+            "INSERT INTO command_stats (command, completed, failed, total_duration, "
+            "avg_duration, max_duration, last_duration, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (command) DO UPDATE SET completed = completed + excluded.completed, "
+            "failed = failed + excluded.failed, "
+            "total_duration = total_duration + excluded.total_duration, "
+            "avg_duration = CASE WHEN excluded.avg_duration IS NULL THEN avg_duration "
+            "WHEN avg_duration IS NULL THEN excluded.avg_duration "
+            "ELSE 0.8 * avg_duration + 0.2 * excluded.avg_duration END, "
+            "max_duration = max(coalesce(max_duration, 0), coalesce(excluded.max_duration, 0)), "
+            "last_duration = coalesce(excluded.last_duration, last_duration), "
+            "updated_at = excluded.updated_at",
+            rows,
+        )
