@@ -152,7 +152,7 @@ class BackgroundJobs:
         stored.
         """
         registered = self.registry.get(command)
-        if registered.request_class is not None and isinstance(request, dict):
+        if registered.request_class is not None:
             registered.build_request(request)  # a request that does not fit fails here, not later
         if callback is not None:
             self.registry.get(callback)
@@ -350,6 +350,24 @@ class BackgroundJobs:
         """Summaries of the newest jobs, optionally filtered."""
         wanted = JobState(state) if state is not None else None
         return self._state().store.list_summaries(wanted, command, tag, limit)
+
+    def progress_of(self, result: JobResult) -> float | None:
+        """A job's progress from 0 to 1: its own report, else an estimate from past durations.
+
+        The estimate is the time the job has run over its command's recent average duration,
+        capped at 0.99 until the job completes.
+        """
+        if result.state is JobState.COMPLETED:
+            return 1.0
+        job = result.queued
+        if job is None or job.state is not JobState.STARTED:
+            return None
+        if job.progress is not None or job.started_at is None:
+            return job.progress
+        average = self._state().store.average_duration(job.command)
+        if not average:
+            return None
+        return min(0.99, max(0.0, (self.now() - job.started_at) / average))
 
     def wait_for(self, job_id: int, timeout: float | None = 10.0) -> JobResult:
         """Block until the job is completed, failed or cancelled; return its result.

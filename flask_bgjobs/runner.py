@@ -405,6 +405,7 @@ class Runner:
         for job in self.store.expired(now):
             if job.lease_owner == self.owner and job.id in self._running:
                 continue  # ours and alive: the next heartbeat renews it
+            lost_owner = job.lease_owner
             if not self.store.take_over(job, self.owner, now, self.settings.lease_seconds):
                 continue
             recovered += 1
@@ -412,7 +413,7 @@ class Runner:
             if record is not None:
                 self.store.complete_move(job, record)
                 continue
-            outcome = self._orphan_outcome(job, now)
+            outcome = self._orphan_outcome(job, now, lost_owner)
             for applied in self.store.finish([outcome]):
                 announce(self.app, applied)
         if recovered:
@@ -421,7 +422,7 @@ class Runner:
             self._wake.set()
         return recovered
 
-    def _orphan_outcome(self, job: BackgroundJob, now: float) -> Outcome:
+    def _orphan_outcome(self, job: BackgroundJob, now: float, lost_owner: str | None) -> Outcome:
         if job.cancel_requested:
             return Outcome(
                 job,
@@ -443,7 +444,7 @@ class Runner:
             error_type="WorkerLostError",
             error_message=str(error),
             run_after=now if state is JobState.QUEUED else None,
-            worker_process=job.lease_owner,
+            worker_process=lost_owner,
         )
 
 

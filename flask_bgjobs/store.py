@@ -613,13 +613,13 @@ class JobStore:
             ).first()
         return None if row is None else _record(FailedJob, HISTORY_FIELDS, row)
 
-    def command_durations(self) -> dict[str, float]:
-        """The recent average duration of each command that completed at least once."""
+    def average_duration(self, command: str) -> float | None:
+        """The recent average duration of ``command``'s completed runs, if any completed."""
         with self.queue.read() as conn:
-            rows = conn.exec_driver_sql(
-                "SELECT command, avg_duration FROM command_stats WHERE avg_duration IS NOT NULL"
-            ).all()
-        return {command: float(avg) for command, avg in rows}
+            value = conn.exec_driver_sql(
+                "SELECT avg_duration FROM command_stats WHERE command = ?", (command,)
+            ).scalar()
+        return None if value is None else float(value)
 
 
 class ChangeWatcher:

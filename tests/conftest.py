@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from flask_bgjobs import ManualClock
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from flask_bgjobs import BackgroundJobs
 
 
 @pytest.fixture
@@ -27,3 +34,33 @@ def wait_until(
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout} s: {predicate}")
         time.sleep(interval)
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Iterator[Callable[..., tuple[Flask, BackgroundJobs]]]:
+    """Build a Flask app with BackgroundJobs under ``tmp_path``; runners are stopped after."""
+    from flask import Flask
+
+    from flask_bgjobs import BackgroundJobs
+
+    made: list[tuple[Flask, BackgroundJobs]] = []
+
+    def make(clock: object = None, **config: object) -> tuple[Flask, BackgroundJobs]:
+        app = Flask("testapp", instance_path=str(tmp_path / f"instance{len(made)}"))
+        app.config.update(
+            TESTING=True,
+            BGJOBS_AUTOSTART=False,
+            BGJOBS_POLL_INTERVAL=0.01,
+            BGJOBS_RETRY_BACKOFF=0.01,
+            BGJOBS_CANCEL_GRACE=0.2,
+        )
+        app.config.update({f"BGJOBS_{k.upper()}": v for k, v in config.items()})
+        jobs = BackgroundJobs(app, clock=clock) if clock is not None else BackgroundJobs(app)
+        made.append((app, jobs))
+        return app, jobs
+
+    yield make
+    for app, jobs in made:
+        with app.app_context():
+            jobs.stop(timeout=5)
+            jobs.store().dispose()
