@@ -1,50 +1,97 @@
 """The example app of flask-bgjobs: ``make demo`` serves it on http://127.0.0.1:5000.
 
-Its SQLite files go to ``examples/instance/``. It grows with each capability of the project.
+Its SQLite files go to ``examples/instance/``. Buttons enqueue jobs that report progress and
+log lines, fail and retry, or run in order on a named worker; the page lists the newest jobs.
 """
 
 from __future__ import annotations
 
-from flask import Flask, render_template_string
-from sqlalchemy import Column, Integer, MetaData, Table, Text, func, select
+import random
+import time
 
-from flask_bgjobs.clock import utcnow
-from flask_bgjobs.sqlite import MonthlyDatabase, Schema
+from flask import Flask, redirect, render_template_string, request, url_for
+from werkzeug.wrappers import Response
 
-metadata = MetaData()
-visits = Table(
-    "visit",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("at", Text, nullable=False),
-    Column("path", Text, nullable=False),
-)
+from flask_bgjobs import BackgroundJobs, current_job
+
+jobs = BackgroundJobs()
+
+
+@jobs.command
+def count_to(req: dict[str, int]) -> dict[str, int]:
+    """Count slowly, reporting progress and logging each step."""
+    total = int(req.get("n", 10))
+    for step in range(1, total + 1):
+        current_job.raise_if_cancelled()
+        time.sleep(0.5)
+        current_job.log.info("counted %d of %d", step, total)
+        current_job.update_status(progress=step / total, status=f"{step} of {total}")
+    return {"counted": total}
+
+
+@jobs.command(retry_limit=2)
+def flaky() -> str:
+    """Fail two times out of three; retried with backoff."""
+    if random.random() < 2 / 3:
+        raise ConnectionError("the remote service did not answer")
+    return "lucky"
+
+
+@jobs.command(worker="printer")
+def print_page(req: dict[str, int]) -> str:
+    """Named worker: pages print one at a time, in order."""
+    time.sleep(0.3)
+    current_job.log.info("printed page %d", req["page"])
+    return f"page {req['page']}"
+
 
 PAGE = """<!doctype html>
 <title>flask-bgjobs example</title>
 <h1>flask-bgjobs example</h1>
-<p>Each visit is written to a monthly SQLite file in <code>{{ folder }}</code>.</p>
+<p>Jobs are stored in <code>{{ folder }}</code>.</p>
+<form method="post" action="{{ url_for('enqueue') }}">
+  <button name="kind" value="count">Count to 10 (progress, logs)</button>
+  <button name="kind" value="flaky">Flaky job (retries)</button>
+  <button name="kind" value="pages">Print 5 pages (named worker)</button>
+</form>
+<p><a href="{{ url_for('index') }}">Refresh</a></p>
 <table border="1" cellpadding="4">
-  <tr><th>month</th><th>visits</th></tr>
-  {% for month, n in counts %}<tr><td>{{ month }}</td><td>{{ n }}</td></tr>{% endfor %}
+  <tr><th>id</th><th>command</th><th>state</th><th>attempts</th><th>progress</th></tr>
+  {% for job in recent %}
+  <tr><td>{{ job.id }}</td><td>{{ job.command }}</td><td>{{ job.state.value }}</td>
+      <td>{{ job.attempts }}</td><td>{{ progress[job.id] }}</td></tr>
+  {% endfor %}
 </table>
 """
 
 
 def create_app() -> Flask:
     app = Flask(__name__)
-    visit_log = MonthlyDatabase(f"{app.instance_path}/visits", "visits", Schema(metadata))
+    app.config.setdefault("BGJOBS_RETRY_BACKOFF", 2.0)
+    jobs.init_app(app)
 
     @app.get("/")
     def index() -> str:
-        with visit_log.write() as tx:
-            tx.execute("INSERT INTO visit (at, path) VALUES (?, ?)", (utcnow().isoformat(), "/"))
-        counts = []
-        for month in visit_log.months():
-            with visit_log.database(month).read() as conn:
-                counts.append(
-                    (month, conn.execute(select(func.count()).select_from(visits)).scalar())
-                )
-        return render_template_string(PAGE, folder=visit_log.directory, counts=counts)
+        recent = jobs.list_jobs(limit=20)
+        progress = {}
+        for summary in recent:
+            result = jobs.get_job(summary.id)
+            value = jobs.progress_of(result) if result is not None else None
+            progress[summary.id] = "" if value is None else f"{value:.0%}"
+        return render_template_string(
+            PAGE, folder=jobs.settings().database_dir, recent=recent, progress=progress
+        )
+
+    @app.post("/enqueue")
+    def enqueue() -> Response:
+        kind = request.form.get("kind")
+        if kind == "count":
+            jobs.enqueue_command("count_to", {"n": 10}, tag="demo")
+        elif kind == "flaky":
+            jobs.enqueue_command("flaky", tag="demo")
+        elif kind == "pages":
+            for page in range(1, 6):
+                jobs.enqueue_command("print_page", {"page": page}, tag="demo")
+        return redirect(url_for("index"))
 
     return app

@@ -55,7 +55,10 @@ class Settings:
         """Read the settings of ``app``, constructor keywords (``max_threads=``...) winning."""
         for key, default in DEFAULTS.items():
             app.config.setdefault(key, default)
-        known = {f.name for f in fields(cls)} - {"sqlite"}
+        known = {f.name for f in fields(cls)} - {"sqlite"} | {
+            "sqlite_synchronous",
+            "sqlite_busy_timeout",
+        }
         unknown = set(overrides) - known
         if unknown:
             raise TypeError(
@@ -69,10 +72,8 @@ class Settings:
         folder = Path(value("database_dir"))
         try:
             sqlite = SqliteOptions(
-                synchronous=app.config["BGJOBS_SQLITE_SYNCHRONOUS"],
-                busy_timeout=_number(
-                    app.config["BGJOBS_SQLITE_BUSY_TIMEOUT"], "SQLITE_BUSY_TIMEOUT"
-                ),
+                synchronous=value("sqlite_synchronous"),
+                busy_timeout=_number(value("sqlite_busy_timeout"), "SQLITE_BUSY_TIMEOUT"),
             )
         except ValueError as error:
             raise ValueError(f"BGJOBS_SQLITE_*: {error}") from None

@@ -574,7 +574,12 @@ class JobStore:
         """Summaries, newest first, their state taken from the queue while the job is in it."""
         live_state = background_job.c.state
         query = (
-            select(job_summary, live_state.label("live_state"))
+            select(
+                job_summary,
+                live_state.label("live_state"),
+                background_job.c.attempts.label("live_attempts"),
+                background_job.c.started_at.label("live_started_at"),
+            )
             .outerjoin(background_job, background_job.c.id == job_summary.c.id)
             .order_by(job_summary.c.id.desc())
             .limit(limit)
@@ -594,6 +599,8 @@ class JobStore:
             summary = _summary(row)
             if row.live_state is not None:
                 summary.state = JobState(row.live_state)
+                summary.attempts = row.live_attempts
+                summary.started_at = row.live_started_at
             summaries.append(summary)
         return summaries
 
