@@ -19,11 +19,12 @@ from .config import Settings, check_option
 from .errors import InvalidJobError, JobNotFoundError, UnknownCommandError
 from .execution import Execution, Target
 from .models import BackgroundJob, JobRef, JobResult, JobState, JobSummary, RequestType
+from .records import NewJob, Outcome
 from .registry import Command, CommandFunc, CommandRegistry, check_signature
 from .runner import Runner, announce
 from .serialization import to_json
 from .signals import job_enqueued
-from .store import JobStore, NewJob, Outcome
+from .store import JobStore
 
 F = TypeVar("F", bound=CommandFunc)
 

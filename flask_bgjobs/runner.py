@@ -29,8 +29,9 @@ from .config import Settings, host_pid
 from .errors import BgJobsError, UnknownCommandError, WorkerLostError
 from .execution import Execution, Lane
 from .models import BackgroundJob, JobState
+from .records import Outcome
 from .signals import job_cancelled, job_completed, job_failed, job_retrying, job_started
-from .store import JobStore, Outcome
+from .store import JobStore
 
 if TYPE_CHECKING:
     from .extension import BackgroundJobs

@@ -1,14 +1,14 @@
 """All SQL of the job queue: ``jobs.db`` (queue, summaries, processes, stats) and the months.
 
 State changes are verbs: :meth:`JobStore.enqueue`, :meth:`~JobStore.claim`,
-:meth:`~JobStore.finish` (complete, fail, cancel or retry a batch), :meth:`~JobStore.cancel`,
-:meth:`~JobStore.requeue`, :meth:`~JobStore.recover_orphans`.
+:meth:`~JobStore.finish` (complete, fail, cancel or retry a batch), :meth:`~JobStore.mark_cancel`,
+:meth:`~JobStore.requeue`, :meth:`~JobStore.release`, :meth:`~JobStore.take_over`.
 
 A finished job moves from ``jobs.db`` to the file of the month it finished in, in two
 transactions: first the month's row is written (``INSERT OR REPLACE``, so writing it twice is
 harmless), then the queue row is deleted and the summary updated. A crash between the two leaves a
-started job whose lease lapses; :meth:`~JobStore.recover_orphans` then finds the month's row and
-completes the move instead of running the job again.
+started job whose lease lapses; the recovery then finds the month's row
+(:meth:`~JobStore.find_finished`) and completes the move instead of running the job again.
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ import sqlite3
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import select
 
@@ -31,26 +30,27 @@ from .models import (
     BackgroundJob,
     CompletedJob,
     FailedJob,
-    JobRecord,
     JobRef,
     JobResult,
     JobState,
     JobSummary,
 )
-from .serialization import from_json, to_json
-from .sqlite import Database, MonthlyDatabase, SqliteOptions, month_of, months_before
-from .tables import (
-    HISTORY_SCHEMA,
-    QUEUE_SCHEMA,
-    RECORD_FIELDS,
-    background_job,
-    job_summary,
+from .records import (
+    HISTORY_FIELDS,
+    QUEUE_FIELDS,
+    NewJob,
+    Outcome,
+    attempt_of,
+    history_json,
+    history_row,
+    month_of_epoch,
+    short,
+    summary_of,
+    to_record,
 )
-
-QUEUE_FIELDS = (*RECORD_FIELDS, "lease_owner", "lease_expires_at", "cancel_requested")
-HISTORY_FIELDS = (*RECORD_FIELDS, "result", "completed_at", "duration", "worker_process")
-SUMMARY_FIELDS = tuple(column.name for column in job_summary.columns)
-_JSON_FIELDS = frozenset({"request", "args", "options", "result"})
+from .serialization import to_json
+from .sqlite import Database, MonthlyDatabase, SqliteOptions, months_before
+from .tables import HISTORY_SCHEMA, QUEUE_SCHEMA, background_job, job_summary
 
 _QUEUE_COLS = ", ".join(QUEUE_FIELDS)
 _HISTORY_INSERT = {
@@ -85,57 +85,6 @@ _CLAIM_NAMED = (
     "AND NOT EXISTS (SELECT 1 FROM background_job WHERE worker = :worker AND state = 'started') "
     f"RETURNING {_QUEUE_COLS}"
 )
-
-R = TypeVar("R", bound=JobRecord)
-
-
-@dataclass
-class NewJob:
-    """A job about to be enqueued, its options resolved and its JSON already encoded."""
-
-    command: str
-    request_type: str
-    request: str | None
-    created_at: float
-    run_after: float
-    retry_limit: int
-    timeout: float | None
-    ref_id: str | None = None
-    parent_id: int | None = None
-    worker: str | None = None
-    tag: str | None = None
-    batch_id: str | None = None
-    callback: str | None = None
-    depends_on: int | None = None
-    created_by: str | None = None
-    user_id: str | None = None
-    reply_to: str | None = None
-    args: str | None = None
-    options: str | None = None
-
-
-@dataclass
-class Outcome:
-    """How one run of a claimed job ended, for :meth:`JobStore.finish`.
-
-    ``state`` is final (completed, failed, cancelled) or ``QUEUED`` for a retry at ``run_after``.
-    """
-
-    job: BackgroundJob
-    state: JobState
-    ended_at: float
-    result: str | None = None
-    error_type: str | None = None
-    error_message: str | None = None
-    error_traceback: str | None = None
-    run_after: float | None = None
-    worker_process: str | None = None
-    live: dict[str, Any] = field(default_factory=dict)  # progress, status, logs at the end
-
-    @property
-    def duration(self) -> float | None:
-        started = self.job.started_at
-        return None if started is None else max(0.0, self.ended_at - started)
 
 
 class JobStore:
@@ -221,7 +170,7 @@ class JobStore:
                 rows = tx.execute(_CLAIM_POOL, params).fetchall()
             else:
                 rows = tx.execute(_CLAIM_NAMED, {**params, "worker": worker}).fetchall()
-        jobs = [_record(BackgroundJob, QUEUE_FIELDS, row) for row in rows]
+        jobs = [to_record(BackgroundJob, QUEUE_FIELDS, row) for row in rows]
         jobs.sort(key=lambda job: job.id)
         return jobs
 
@@ -233,7 +182,7 @@ class JobStore:
                 f"RETURNING {_QUEUE_COLS}",
                 {"now": now, "owner": owner, "expires": now + lease, "id": job_id},
             ).fetchone()
-        return None if row is None else _record(BackgroundJob, QUEUE_FIELDS, row)
+        return None if row is None else to_record(BackgroundJob, QUEUE_FIELDS, row)
 
     def named_workers_waiting(self) -> list[str]:
         """The named workers that have queued jobs."""
@@ -292,7 +241,7 @@ class JobStore:
         rows: dict[str, list[tuple[Any, ...]]] = {"completed_job": [], "failed_job": []}
         for outcome in outcomes:
             table = "completed_job" if outcome.state is JobState.COMPLETED else "failed_job"
-            rows[table].append(_history_row(outcome))
+            rows[table].append(history_row(outcome))
         with self.history.write(month) as tx:
             for table, values in rows.items():
                 if values:
@@ -301,7 +250,7 @@ class JobStore:
     def _apply(self, tx: Any, outcome: Outcome) -> bool:
         job = outcome.job
         if outcome.state is JobState.QUEUED:
-            history = [*job.history, _attempt_of(outcome)]
+            history = [*job.history, attempt_of(outcome)]
             cursor = tx.execute(
                 "UPDATE background_job SET state = 'queued', run_after = ?, lease_owner = NULL, "
                 "lease_expires_at = NULL, history = ?, error_type = ?, error_message = ?, "
@@ -309,7 +258,7 @@ class JobStore:
                 "WHERE id = ? AND attempts = ?",
                 (
                     outcome.run_after,
-                    _history_json(history),
+                    history_json(history),
                     outcome.error_type,
                     outcome.error_message,
                     outcome.error_traceback,
@@ -337,7 +286,7 @@ class JobStore:
                 outcome.duration,
                 month_of_epoch(outcome.ended_at),
                 outcome.error_type,
-                _short(outcome.error_message),
+                short(outcome.error_message),
                 job.id,
             ),
         )
@@ -400,7 +349,7 @@ class JobStore:
                 "WHERE state = 'started' AND lease_expires_at < ?",
                 (now,),
             ).fetchall()
-        return [_record(BackgroundJob, QUEUE_FIELDS, row) for row in rows]
+        return [to_record(BackgroundJob, QUEUE_FIELDS, row) for row in rows]
 
     def take_over(self, job: BackgroundJob, owner: str, now: float, lease: float) -> bool:
         """Move an expired job's lease to ``owner``, if nobody did first."""
@@ -466,7 +415,7 @@ class JobStore:
                 f"RETURNING {_QUEUE_COLS}",
                 (now + 60, job_id),
             ).fetchone()
-        return None if row is None else _record(BackgroundJob, QUEUE_FIELDS, row)
+        return None if row is None else to_record(BackgroundJob, QUEUE_FIELDS, row)
 
     # -- requeue ---------------------------------------------------------------------------------
 
@@ -520,7 +469,7 @@ class JobStore:
                     to_json(record.options, "options"),
                     record.retry_limit,
                     record.timeout,
-                    _history_json(history),
+                    history_json(history),
                 ),
             )
             tx.execute(
@@ -538,7 +487,7 @@ class JobStore:
     def summary(self, job_id: int) -> JobSummary | None:
         with self.queue.read() as conn:
             row = conn.execute(select(job_summary).where(job_summary.c.id == job_id)).first()
-        return None if row is None else _summary(row)
+        return None if row is None else summary_of(row)
 
     def get(self, job_id: int | None = None, ref_id: str | None = None) -> JobResult | None:
         """Everything known about one job, by id or by ref_id."""
@@ -548,13 +497,13 @@ class JobStore:
             row = conn.execute(select(job_summary).where(column == key)).first()
             if row is None:
                 return None
-            summary = _summary(row)
+            summary = summary_of(row)
             queued = None
             if not summary.state.is_final:
                 found = conn.exec_driver_sql(
                     f"SELECT {_QUEUE_COLS} FROM background_job WHERE id = ?", (summary.id,)
                 ).first()
-                queued = None if found is None else _record(BackgroundJob, QUEUE_FIELDS, found)
+                queued = None if found is None else to_record(BackgroundJob, QUEUE_FIELDS, found)
         result = JobResult(summary, queued=queued)
         if summary.state.is_final and summary.month is not None:
             record = self._history_record(summary.month, summary.id)
@@ -596,7 +545,7 @@ class JobStore:
             rows = conn.execute(query).all()
         summaries = []
         for row in rows:
-            summary = _summary(row)
+            summary = summary_of(row)
             if row.live_state is not None:
                 summary.state = JobState(row.live_state)
                 summary.attempts = row.live_attempts
@@ -614,11 +563,11 @@ class JobStore:
                 f"SELECT {cols} FROM completed_job WHERE id = ?", (job_id,)
             ).first()
             if row is not None:
-                return _record(CompletedJob, HISTORY_FIELDS, row)
+                return to_record(CompletedJob, HISTORY_FIELDS, row)
             row = conn.exec_driver_sql(
                 f"SELECT {cols} FROM failed_job WHERE id = ?", (job_id,)
             ).first()
-        return None if row is None else _record(FailedJob, HISTORY_FIELDS, row)
+        return None if row is None else to_record(FailedJob, HISTORY_FIELDS, row)
 
     def average_duration(self, command: str) -> float | None:
         """The recent average duration of ``command``'s completed runs, if any completed."""
@@ -648,79 +597,6 @@ class ChangeWatcher:
 
     def close(self) -> None:
         self._conn.close()
-
-
-# -- rows and records ------------------------------------------------------------------------------
-
-
-def month_of_epoch(moment: float) -> str:
-    from .models import to_datetime
-
-    value = to_datetime(moment)
-    assert value is not None
-    return month_of(value)
-
-
-def _record(cls: type[R], fields: Sequence[str], row: Sequence[Any]) -> R:
-    values = dict(zip(fields, row, strict=True))
-    for name in _JSON_FIELDS.intersection(values):
-        values[name] = from_json(values[name])
-    values["args"] = values["args"] or {}
-    values["options"] = values["options"] or {}
-    values["logs"] = values["logs"] or ""
-    values["history"] = [Attempt(**item) for item in from_json(values["history"]) or []]
-    values["state"] = JobState(values["state"])
-    return cls(**values)
-
-
-def _summary(row: Any) -> JobSummary:
-    values = {name: getattr(row, name) for name in SUMMARY_FIELDS}
-    values["state"] = JobState(values["state"])
-    return JobSummary(**values)
-
-
-def _history_json(history: Sequence[Attempt]) -> str | None:
-    return to_json([attempt.to_json() for attempt in history], "history") if history else None
-
-
-def _attempt_of(outcome: Outcome) -> Attempt:
-    return Attempt(
-        outcome.job.attempts,
-        outcome.job.started_at,
-        outcome.ended_at,
-        outcome.error_type,
-        outcome.error_message,
-        outcome.error_traceback,
-        outcome.worker_process,
-    )
-
-
-def _history_row(outcome: Outcome) -> tuple[Any, ...]:
-    job = outcome.job
-    live = outcome.live
-    values: dict[str, Any] = {
-        **{name: getattr(job, name) for name in RECORD_FIELDS},
-        "request": to_json(job.request, "request"),
-        "args": to_json(job.args or None, "args"),
-        "options": to_json(job.options or None, "options"),
-        "history": _history_json(job.history),
-        "state": outcome.state.value,
-        "progress": live.get("progress", job.progress),
-        "status": live.get("status", job.status),
-        "logs": live.get("logs", job.logs) or None,
-        "error_type": outcome.error_type,
-        "error_message": outcome.error_message,
-        "error_traceback": outcome.error_traceback,
-        "result": outcome.result,
-        "completed_at": outcome.ended_at,
-        "duration": outcome.duration,
-        "worker_process": outcome.worker_process,
-    }
-    return tuple(values[name] for name in HISTORY_FIELDS)
-
-
-def _short(message: str | None, limit: int = 500) -> str | None:
-    return message if message is None or len(message) <= limit else message[: limit - 1] + "…"
 
 
 def _update_stats(tx: Any, outcomes: Iterable[Outcome]) -> None:

@@ -1,0 +1,137 @@
+"""Jobs as rows and rows as jobs: what the store reads and writes, in Python terms."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from .models import Attempt, BackgroundJob, JobRecord, JobState, JobSummary, to_datetime
+from .serialization import from_json, to_json
+from .sqlite import month_of
+from .tables import RECORD_FIELDS, job_summary
+
+QUEUE_FIELDS = (*RECORD_FIELDS, "lease_owner", "lease_expires_at", "cancel_requested")
+HISTORY_FIELDS = (*RECORD_FIELDS, "result", "completed_at", "duration", "worker_process")
+SUMMARY_FIELDS = tuple(column.name for column in job_summary.columns)
+_JSON_FIELDS = frozenset({"request", "args", "options", "result"})
+
+
+R = TypeVar("R", bound=JobRecord)
+
+
+@dataclass
+class NewJob:
+    """A job about to be enqueued, its options resolved and its JSON already encoded."""
+
+    command: str
+    request_type: str
+    request: str | None
+    created_at: float
+    run_after: float
+    retry_limit: int
+    timeout: float | None
+    ref_id: str | None = None
+    parent_id: int | None = None
+    worker: str | None = None
+    tag: str | None = None
+    batch_id: str | None = None
+    callback: str | None = None
+    depends_on: int | None = None
+    created_by: str | None = None
+    user_id: str | None = None
+    reply_to: str | None = None
+    args: str | None = None
+    options: str | None = None
+
+
+@dataclass
+class Outcome:
+    """How one run of a claimed job ended, for :meth:`JobStore.finish`.
+
+    ``state`` is final (completed, failed, cancelled) or ``QUEUED`` for a retry at ``run_after``.
+    """
+
+    job: BackgroundJob
+    state: JobState
+    ended_at: float
+    result: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    error_traceback: str | None = None
+    run_after: float | None = None
+    worker_process: str | None = None
+    live: dict[str, Any] = field(default_factory=dict)  # progress, status, logs at the end
+
+    @property
+    def duration(self) -> float | None:
+        started = self.job.started_at
+        return None if started is None else max(0.0, self.ended_at - started)
+
+
+def month_of_epoch(moment: float) -> str:
+    value = to_datetime(moment)
+    assert value is not None
+    return month_of(value)
+
+
+def to_record(cls: type[R], fields: Sequence[str], row: Sequence[Any]) -> R:
+    values = dict(zip(fields, row, strict=True))
+    for name in _JSON_FIELDS.intersection(values):
+        values[name] = from_json(values[name])
+    values["args"] = values["args"] or {}
+    values["options"] = values["options"] or {}
+    values["logs"] = values["logs"] or ""
+    values["history"] = [Attempt(**item) for item in from_json(values["history"]) or []]
+    values["state"] = JobState(values["state"])
+    return cls(**values)
+
+
+def summary_of(row: Any) -> JobSummary:
+    values = {name: getattr(row, name) for name in SUMMARY_FIELDS}
+    values["state"] = JobState(values["state"])
+    return JobSummary(**values)
+
+
+def history_json(history: Sequence[Attempt]) -> str | None:
+    return to_json([attempt.to_json() for attempt in history], "history") if history else None
+
+
+def attempt_of(outcome: Outcome) -> Attempt:
+    return Attempt(
+        outcome.job.attempts,
+        outcome.job.started_at,
+        outcome.ended_at,
+        outcome.error_type,
+        outcome.error_message,
+        outcome.error_traceback,
+        outcome.worker_process,
+    )
+
+
+def history_row(outcome: Outcome) -> tuple[Any, ...]:
+    job = outcome.job
+    live = outcome.live
+    values: dict[str, Any] = {
+        **{name: getattr(job, name) for name in RECORD_FIELDS},
+        "request": to_json(job.request, "request"),
+        "args": to_json(job.args or None, "args"),
+        "options": to_json(job.options or None, "options"),
+        "history": history_json(job.history),
+        "state": outcome.state.value,
+        "progress": live.get("progress", job.progress),
+        "status": live.get("status", job.status),
+        "logs": live.get("logs", job.logs) or None,
+        "error_type": outcome.error_type,
+        "error_message": outcome.error_message,
+        "error_traceback": outcome.error_traceback,
+        "result": outcome.result,
+        "completed_at": outcome.ended_at,
+        "duration": outcome.duration,
+        "worker_process": outcome.worker_process,
+    }
+    return tuple(values[name] for name in HISTORY_FIELDS)
+
+
+def short(message: str | None, limit: int = 500) -> str | None:
+    return message if message is None or len(message) <= limit else message[: limit - 1] + "…"
