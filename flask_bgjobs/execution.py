@@ -61,7 +61,6 @@ class Execution:
         self.stop_requested_at: float | None = None  # monotonic
         self.forced = False
         self.abandoned = False
-        self.done = threading.Event()
         self.started_mono: float | None = None
         self.ended_at: float | None = None
         self.result: Any = None
@@ -108,6 +107,7 @@ class Execution:
         """Run the job on the current thread; record its result or error. Never raises."""
         self._thread_ident = threading.get_ident()
         self.started_mono = time.monotonic()
+        self.job.started_at = self.clock()  # the claim may have waited in the lane's backlog
         try:
             try:
                 with self.app.app_context():
@@ -268,9 +268,17 @@ class Execution:
 class Lane:
     """Threads that run the jobs of one lane: the pool (``name=None``) or one named worker."""
 
-    def __init__(self, name: str | None, size: int, on_done: Callable[[Execution], None]) -> None:
+    def __init__(
+        self,
+        name: str | None,
+        size: int,
+        on_done: Callable[[Execution], None],
+        backlog: int = 0,
+    ) -> None:
         self.name = name
         self.size = size
+        # Jobs claimed ahead of a free thread, so that claims come in batches.
+        self.backlog = backlog
         self._on_done = on_done
         self._queue: queue.SimpleQueue[Execution | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -284,7 +292,7 @@ class Lane:
     @property
     def free(self) -> int:
         with self._lock:
-            return 0 if self._stopping else self.size - len(self._inflight)
+            return 0 if self._stopping else self.size + self.backlog - len(self._inflight)
 
     def running(self) -> list[Execution]:
         with self._lock:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from .models import Attempt, BackgroundJob, JobRecord, JobState, JobSummary, to_datetime
@@ -70,21 +71,33 @@ class Outcome:
 
 
 def month_of_epoch(moment: float) -> str:
-    value = to_datetime(moment)
+    """The ``YYYY-MM`` month (UTC) of an epoch timestamp."""
+    # Months begin on whole hours: the hour number is a key that never straddles two months.
+    return _month_of_hour(int(moment // 3600))
+
+
+@lru_cache(maxsize=64)
+def _month_of_hour(hour: int) -> str:
+    value = to_datetime(hour * 3600.0)
     assert value is not None
     return month_of(value)
 
 
 def to_record(cls: type[R], fields: Sequence[str], row: Sequence[Any]) -> R:
+    """Build a record from a row of ``fields``, decoding its JSON columns."""
     values = dict(zip(fields, row, strict=True))
-    for name in _JSON_FIELDS.intersection(values):
-        values[name] = from_json(values[name])
+    stored = {name: values[name] for name in _JSON_FIELDS.intersection(values)}
+    for name, text in stored.items():
+        values[name] = from_json(text)
     values["args"] = values["args"] or {}
     values["options"] = values["options"] or {}
     values["logs"] = values["logs"] or ""
     values["history"] = [Attempt(**item) for item in from_json(values["history"]) or []]
     values["state"] = JobState(values["state"])
-    return cls(**values)
+    job = cls(**values)
+    # The JSON as stored: moving the job to its month writes it back without encoding it again.
+    job.__dict__["_stored_json"] = stored
+    return job
 
 
 def summary_of(row: Any) -> JobSummary:
@@ -110,13 +123,17 @@ def attempt_of(outcome: Outcome) -> Attempt:
 
 
 def history_row(outcome: Outcome) -> tuple[Any, ...]:
+    """The row of a finished job in its month's ``completed_job`` or ``failed_job`` table."""
     job = outcome.job
     live = outcome.live
+    stored = job.__dict__.get("_stored_json") or {}
     values: dict[str, Any] = {
         **{name: getattr(job, name) for name in RECORD_FIELDS},
-        "request": to_json(job.request, "request"),
-        "args": to_json(job.args or None, "args"),
-        "options": to_json(job.options or None, "options"),
+        "request": stored["request"] if "request" in stored else to_json(job.request, "request"),
+        "args": stored["args"] if "args" in stored else to_json(job.args or None, "args"),
+        "options": stored.get("options")
+        if "options" in stored
+        else to_json(job.options or None, "options"),
         "history": history_json(job.history),
         "state": outcome.state.value,
         "progress": live.get("progress", job.progress),
