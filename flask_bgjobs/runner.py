@@ -191,18 +191,21 @@ class Runner:
 
         The answer is the earliest future ``run_after`` among queued jobs, or ``None``.
         """
-        if self.only_workers is None:
-            for name in self.store.named_workers_waiting():
-                if name not in self.lanes:
-                    self.lanes[name] = Lane(name, 1, self._on_done)
-        for lane in list(self.lanes.values()):
-            free = lane.free
-            if free <= 0:
-                continue
-            jobs = self.store.claim(self.owner, lane.name, free, now, self.settings.lease_seconds)
+        free = {name: lane.free for name, lane in self.lanes.items()}
+        claimed = self.store.claim(
+            self.owner,
+            free,
+            now,
+            self.settings.lease_seconds,
+            all_workers=self.only_workers is None,
+        )
+        for name, jobs in claimed.jobs.items():
+            lane = self.lanes.get(name)
+            if lane is None:
+                lane = self.lanes[name] = Lane(name, 1, self._on_done)
             for job in jobs:
                 self._submit(lane, job)
-        return self.store.next_run_after(self.lanes, after=now)
+        return claimed.next_due
 
     def _submit(self, lane: Lane, job: BackgroundJob) -> None:
         execution = self.extension.execution_for(self.app, job)

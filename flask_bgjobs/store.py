@@ -17,7 +17,8 @@ import os
 import sqlite3
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,9 @@ _CLAIM_POOL = (
 )
 # A named worker runs strictly in enqueue order: only its oldest queued job may start, and only
 # while no other job of that worker is running in any process.
+_NAMED_WAITING = (
+    "SELECT DISTINCT worker FROM background_job WHERE worker IS NOT NULL AND state = 'queued'"
+)
 _CLAIM_NAMED = (
     f"UPDATE background_job SET {_CLAIM_STARTED} WHERE id = (SELECT id FROM background_job "
     "WHERE worker = :worker AND state = 'queued' ORDER BY id LIMIT 1) AND run_after <= :now "
@@ -157,22 +161,42 @@ class JobStore:
         return JobRef(job_id, ref_id)
 
     def claim(
-        self, owner: str, worker: str | None, limit: int, now: float, lease: float
-    ) -> list[BackgroundJob]:
-        """Start up to ``limit`` ready jobs of one lane for ``owner``, leased until now + lease.
+        self,
+        owner: str,
+        lanes: Mapping[str | None, int],
+        now: float,
+        lease: float,
+        *,
+        all_workers: bool = False,
+    ) -> Claimed:
+        """Start ready jobs for ``owner``, leased until ``now + lease``, in one transaction.
 
-        ``worker=None`` is the pool of unnamed jobs; a named worker gets at most one job, and
-        only when none of its jobs is running anywhere.
+        ``lanes`` maps each lane (``None``: the pool of unnamed jobs; else a named worker) to how
+        many jobs it can take. A named worker gets at most one job, and only while none of its
+        jobs runs anywhere. With ``all_workers``, named workers not in ``lanes`` that have queued
+        jobs are claimed for too. The answer also tells the earliest future ``run_after`` among
+        the lanes' queued jobs, for the runner to wake up in time.
         """
-        params = {"now": now, "owner": owner, "expires": now + lease, "limit": limit}
+        params = {"now": now, "owner": owner, "expires": now + lease}
+        wanted = {name: limit for name, limit in lanes.items() if limit > 0}
+        claimed: dict[str | None, list[BackgroundJob]] = {}
         with self.queue.write() as tx:
-            if worker is None:
-                rows = tx.execute(_CLAIM_POOL, params).fetchall()
-            else:
-                rows = tx.execute(_CLAIM_NAMED, {**params, "worker": worker}).fetchall()
-        jobs = [to_record(BackgroundJob, QUEUE_FIELDS, row) for row in rows]
-        jobs.sort(key=lambda job: job.id)
-        return jobs
+            if all_workers:
+                for (name,) in tx.execute(_NAMED_WAITING).fetchall():
+                    wanted.setdefault(name, 0 if name in lanes else 1)
+            for name, limit in wanted.items():
+                if limit <= 0:
+                    continue
+                if name is None:
+                    rows = tx.execute(_CLAIM_POOL, {**params, "limit": limit}).fetchall()
+                else:
+                    rows = tx.execute(_CLAIM_NAMED, {**params, "worker": name}).fetchall()
+                if rows:
+                    jobs = [to_record(BackgroundJob, QUEUE_FIELDS, row) for row in rows]
+                    claimed[name] = sorted(jobs, key=lambda job: job.id)
+            next_due = tx.execute(*_next_due_query(None if all_workers else list(lanes), now))
+            due = next_due.fetchone()[0]
+        return Claimed(claimed, None if due is None else float(due))
 
     def claim_id(self, job_id: int, owner: str, now: float, lease: float) -> BackgroundJob | None:
         """Start one given queued job (eager mode runs jobs at enqueue this way)."""
@@ -183,32 +207,6 @@ class JobStore:
                 {"now": now, "owner": owner, "expires": now + lease, "id": job_id},
             ).fetchone()
         return None if row is None else to_record(BackgroundJob, QUEUE_FIELDS, row)
-
-    def named_workers_waiting(self) -> list[str]:
-        """The named workers that have queued jobs."""
-        with self.queue.read() as conn:
-            found = conn.exec_driver_sql(
-                "SELECT DISTINCT worker FROM background_job "
-                "WHERE worker IS NOT NULL AND state = 'queued'"
-            ).all()
-        return [name for (name,) in found]
-
-    def next_run_after(self, workers: Iterable[str | None], after: float) -> float | None:
-        """The earliest ``run_after`` later than ``after`` among the queued jobs of the lanes."""
-        lanes = list(workers)
-        named = [name for name in lanes if name is not None]
-        clauses = [f"worker IN ({', '.join('?' * len(named))})"] if named else []
-        if None in lanes:
-            clauses.append("worker IS NULL")
-        if not clauses:
-            return None
-        sql = (
-            "SELECT MIN(run_after) FROM background_job WHERE state = 'queued' "
-            f"AND run_after > ? AND ({' OR '.join(clauses)})"
-        )
-        with self.queue.read() as conn:
-            value = conn.exec_driver_sql(sql, (after, *named)).scalar()
-        return None if value is None else float(value)
 
     def watch(self) -> ChangeWatcher:
         """A cheap way for one thread to notice commits to ``jobs.db`` by other connections."""
@@ -576,6 +574,28 @@ class JobStore:
                 "SELECT avg_duration FROM command_stats WHERE command = ?", (command,)
             ).scalar()
         return None if value is None else float(value)
+
+
+@dataclass
+class Claimed:
+    """What :meth:`JobStore.claim` started, by lane, and when to look again."""
+
+    jobs: dict[str | None, list[BackgroundJob]]
+    next_due: float | None
+
+
+def _next_due_query(lanes: Iterable[str | None] | None, now: float) -> tuple[str, tuple[Any, ...]]:
+    """The earliest future ``run_after`` among queued jobs of ``lanes`` (``None``: of all)."""
+    sql = "SELECT MIN(run_after) FROM background_job WHERE state = 'queued' AND run_after > ?"
+    if lanes is None:
+        return sql, (now,)
+    named = [name for name in lanes if name is not None]
+    clauses = [f"worker IN ({', '.join('?' * len(named))})"] if named else []
+    if None in lanes:
+        clauses.append("worker IS NULL")
+    if not clauses:
+        return sql + " AND 0", (now,)
+    return f"{sql} AND ({' OR '.join(clauses)})", (now, *named)
 
 
 class ChangeWatcher:

@@ -267,8 +267,8 @@ def test_a_dead_process_job_is_recovered_after_its_lease(make_app: Any, clock: M
         store = jobs.store()
         ref = jobs.enqueue_command("work")
         # A process that claimed the job and died: nobody renews its lease.
-        claimed = store.claim("dead-host:1:x", None, 10, clock().timestamp(), 30)
-        assert [j.id for j in claimed] == [ref.id]
+        claimed = store.claim("dead-host:1:x", {None: 10}, clock().timestamp(), 30)
+        assert [j.id for j in claimed.jobs[None]] == [ref.id]
         jobs.start()
         runner = app.extensions["bgjobs"]._state().runner
         assert runner.recover_orphans(clock().timestamp()) == 0  # lease still valid
@@ -286,7 +286,7 @@ def test_a_lost_job_past_its_retry_limit_fails_as_lost(make_app: Any, clock: Man
     with app.app_context():
         store = jobs.store()
         ref = jobs.enqueue_command("work", retry_limit=0)
-        store.claim("dead-host:2:y", None, 10, clock().timestamp(), 30)
+        store.claim("dead-host:2:y", {None: 10}, clock().timestamp(), 30)
         jobs.start()
         clock.advance(seconds=31)
         runner = jobs._state().runner
@@ -320,7 +320,7 @@ def test_a_crash_between_the_two_writes_of_the_move_neither_loses_nor_repeats(
         original = JobStore._write_history
         monkeypatch.setattr(JobStore, "_write_history", write_history_then_die)
         runner = jobs._runner(app, start=False)
-        job = store.claim(runner.owner, None, 1, clock().timestamp(), 30)[0]
+        job = store.claim(runner.owner, {None: 1}, clock().timestamp(), 30).jobs[None][0]
         execution = jobs.execution_for(app, job)
         execution.run()
         with pytest.raises(RuntimeError, match="process died here"):
