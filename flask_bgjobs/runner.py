@@ -31,7 +31,7 @@ from .execution import Execution, Lane
 from .models import BackgroundJob, JobState
 from .records import Outcome
 from .signals import job_cancelled, job_completed, job_failed, job_retrying, job_started
-from .store import JobStore
+from .store import ChangeWatcher, JobStore
 
 if TYPE_CHECKING:
     from .extension import BackgroundJobs
@@ -40,6 +40,7 @@ logger = logging.getLogger("flask_bgjobs")
 
 SUPERVISE_EVERY = 0.1  # seconds between timeout checks
 LIVE_FLUSH_EVERY = 0.5  # seconds between writes of running jobs' logs and progress
+ERROR_PAUSE = 0.5  # seconds a loop waits after an unexpected error before trying again
 
 
 class Runner:
@@ -166,24 +167,30 @@ class Runner:
     # -- dispatching -----------------------------------------------------------------------------
 
     def _dispatch_loop(self) -> None:
-        watcher = self.store.watch()
+        watcher: ChangeWatcher | None = None
         next_due: float | None = 0.0
-        try:
-            while not self._stopping.is_set():
-                woken = self._wake.is_set()
-                self._wake.clear()
-                now = self._now()
+        while not self._stopping.is_set():
+            woken = self._wake.is_set()
+            self._wake.clear()
+            now = self._now()
+            try:
+                if watcher is None:
+                    watcher = self.store.watch()
                 if woken or watcher.changed() or (next_due is not None and now >= next_due):
-                    try:
-                        next_due = self.dispatch_once(now)
-                    except BgJobsError:
-                        logger.exception("flask_bgjobs could not claim jobs; retrying")
-                        next_due = now + self.settings.poll_interval
-                wait = self.settings.poll_interval
-                if next_due is not None:
-                    wait = min(wait, max(0.0, next_due - self._now()))
-                self._wake.wait(wait)
-        finally:
+                    next_due = self.dispatch_once(now)
+            except Exception:  # the loop must outlive any database error: log, pause, go on
+                logger.exception("flask_bgjobs could not claim jobs; trying again")
+                if watcher is not None:
+                    watcher.close()
+                    watcher = None
+                next_due = 0.0
+                self._stopping.wait(ERROR_PAUSE)
+                continue
+            wait = self.settings.poll_interval
+            if next_due is not None:
+                wait = min(wait, max(0.0, next_due - self._now()))
+            self._wake.wait(wait)
+        if watcher is not None:
             watcher.close()
 
     def dispatch_once(self, now: float) -> float | None:
@@ -254,7 +261,7 @@ class Runner:
             try:
                 self.complete_once(batch)
                 return
-            except BgJobsError:
+            except Exception:
                 # The runs stay in memory and are written at the next try; if this process
                 # dies meanwhile, their leases lapse and another process runs them again.
                 logger.exception(
@@ -326,8 +333,8 @@ class Runner:
         while not self._stopping.wait(SUPERVISE_EVERY):
             try:
                 self.supervise_once(self._now())
-            except BgJobsError:
-                logger.exception("flask_bgjobs supervisor could not reach the database")
+            except Exception:  # never let the supervisor die: timeouts and leases depend on it
+                logger.exception("flask_bgjobs supervisor failed; trying again")
 
     def supervise_once(self, now: float) -> None:
         """Enforce timeouts and stops; flush live state; heartbeat; recover dead processes' jobs."""

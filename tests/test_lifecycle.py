@@ -386,3 +386,36 @@ def test_clock_is_used_for_created_and_run_after(make_app: Any, clock: ManualClo
         assert not ran.wait(0.2)
         clock.advance(minutes=5)
         assert jobs.wait_for(ref.id).state is JobState.COMPLETED
+
+
+def test_the_dispatcher_outlives_a_database_error(
+    make_app: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import sqlite3
+
+    app, jobs = make_app()
+    jobs.command(lambda: "ran", name="noop")
+    with app.app_context():
+        store = jobs.store()
+        real_watch = store.watch
+        failures = [sqlite3.OperationalError("disk I/O error")]
+
+        def flaky_watch() -> Any:
+            # A transient failure of the poll (injected: a real one needs a broken disk).
+            watcher = real_watch()
+            real_changed = watcher.changed
+
+            def changed() -> bool:
+                if failures:
+                    raise failures.pop()
+                return real_changed()
+
+            watcher.changed = changed  # type: ignore[method-assign]
+            return watcher
+
+        monkeypatch.setattr(store, "watch", flaky_watch)
+        jobs.start()
+        wait_until(lambda: not failures)
+        result = jobs.wait_for(jobs.enqueue_command("noop").id, timeout=5)
+    assert result.result == "ran"
+    assert "could not claim jobs" in caplog.text

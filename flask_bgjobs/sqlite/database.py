@@ -160,8 +160,11 @@ class Database:
         if not self._ready:
             with self.write():
                 pass
-        with self.engine.connect() as conn:
-            yield conn
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except (sqlite3.OperationalError, exc.OperationalError) as error:
+            raise _translate(error, self.path, "reading") from error
 
     def dispose(self) -> None:
         """Close every connection to the file; the next use opens new ones."""
@@ -283,9 +286,9 @@ def _is_busy(error: BaseException) -> bool:
     return "locked" in text or "busy" in text
 
 
-def _translate(error: BaseException, path: Path) -> StorageError:
+def _translate(error: BaseException, path: Path, doing: str = "writing") -> StorageError:
     """Name a driver error in the package's terms; the original stays as ``__cause__``."""
     original = getattr(error, "orig", None) or error
     if _is_busy(original):
         return DatabaseBusyError(f"{path} is locked by another connection: {original}")
-    return StorageError(f"writing {path} failed: {original}")
+    return StorageError(f"{doing} {path} failed: {original}")
