@@ -145,7 +145,10 @@ def show_command(job_id: int, as_json: bool) -> None:
 @click.argument("job_id", type=click.IntRange(min=1))
 def cancel_command(job_id: int) -> None:
     """Cancel a queued job, or ask a running one to stop."""
-    if not _extension().cancel_job(job_id):
+    extension = _extension()
+    if extension.get_job(job_id) is None:
+        raise click.ClickException(f"no job has id {job_id}")
+    if not extension.cancel_job(job_id):
         raise click.ClickException(f"job {job_id} is not queued or running")
     click.echo(f"job {job_id} cancelled")
 

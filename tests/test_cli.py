@@ -266,7 +266,7 @@ def test_cancel_finished_job_is_refused(apps: Apps) -> None:
 
 
 def test_cancel_unknown_id_fails(apps: Apps) -> None:
-    assert apps.cli("cancel", "999", code=1).output == "Error: job 999 is not queued or running\n"
+    assert apps.cli("cancel", "999", code=1).output == "Error: no job has id 999\n"
 
 
 # -- requeue -----------------------------------------------------------------------------------
