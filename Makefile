@@ -17,6 +17,7 @@ test: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/bench_engine.py
+	$(BIN)/python bench/bench_queue.py
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -37,6 +37,9 @@ Target = Callable[["BackgroundJob"], Any]
 
 _thread_loops = threading.local()
 
+#: Jobs that usually run for less than this many seconds are claimed ahead of free threads.
+SHORT_JOB = 0.05
+
 
 class Execution:
     """One run of one job: its thread, its live state, and how it ended."""
@@ -62,6 +65,7 @@ class Execution:
         self.forced = False
         self.abandoned = False
         self.started_mono: float | None = None
+        self.ended_mono: float | None = None
         self.ended_at: float | None = None
         self.result: Any = None
         self.result_json: str | None = None
@@ -97,6 +101,13 @@ class Execution:
         return self.started_mono + self.job.timeout
 
     @property
+    def run_seconds(self) -> float | None:
+        """How long the run took (monotonic), once it ended."""
+        if self.started_mono is None or self.ended_mono is None:
+            return None
+        return self.ended_mono - self.started_mono
+
+    @property
     def logs(self) -> str:
         with self._lock:
             return "".join(self._log_parts)
@@ -120,6 +131,7 @@ class Execution:
         finally:
             self._mark_returned()
             self.ended_at = self.clock()
+            self.ended_mono = time.monotonic()
 
     def _call(self) -> Any:
         context = JobContext(self, self.job.request)
@@ -273,12 +285,12 @@ class Lane:
         name: str | None,
         size: int,
         on_done: Callable[[Execution], None],
-        backlog: int = 0,
+        prefetch: int = 0,
     ) -> None:
         self.name = name
         self.size = size
-        # Jobs claimed ahead of a free thread, so that claims come in batches.
-        self.backlog = backlog
+        self.prefetch = prefetch
+        self._average_run: float | None = None
         self._on_done = on_done
         self._queue: queue.SimpleQueue[Execution | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -292,7 +304,15 @@ class Lane:
     @property
     def free(self) -> int:
         with self._lock:
-            return 0 if self._stopping else self.size + self.backlog - len(self._inflight)
+            if self._stopping:
+                return 0
+            return self.size + self._backlog() - len(self._inflight)
+
+    def _backlog(self) -> int:
+        # Short jobs are claimed ahead of free threads, so that claims come in batches. Long ones
+        # are not: a job waiting here would show as started, and no other process could take it.
+        average = self._average_run
+        return self.prefetch if average is not None and average < SHORT_JOB else 0
 
     def running(self) -> list[Execution]:
         with self._lock:
@@ -360,4 +380,8 @@ class Lane:
             if execution not in self._inflight:
                 return
             self._inflight.discard(execution)
+            ran = execution.run_seconds
+            if ran is not None:
+                average = self._average_run
+                self._average_run = ran if average is None else 0.8 * average + 0.2 * ran
         self._on_done(execution)

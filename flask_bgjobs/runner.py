@@ -78,7 +78,9 @@ class Runner:
         }
         self.lanes: dict[str | None, Lane] = {}
         if pool:
-            self.lanes[None] = Lane(None, self.pool_size, self._on_done)
+            self.lanes[None] = Lane(
+                None, self.pool_size, self._on_done, prefetch=3 * self.pool_size
+            )
         for name in workers or ():
             self.lanes[name] = Lane(name, 1, self._on_done)
         self._wake = threading.Event()

@@ -75,13 +75,13 @@ _CLAIM_STARTED = (
 )
 _CLAIM_POOL = (
     f"UPDATE background_job SET {_CLAIM_STARTED} WHERE id IN (SELECT id FROM background_job "
-    "WHERE worker IS NULL AND state = 'queued' AND run_after <= :now ORDER BY id LIMIT :limit) "
+    "WHERE worker IS NULL AND state = 'queued' AND +run_after <= :now ORDER BY id LIMIT :limit) "
     f"RETURNING {_QUEUE_COLS}"
 )
 # A named worker runs strictly in enqueue order: only its oldest queued job may start, and only
 # while no other job of that worker is running in any process.
 _NAMED_WAITING = (
-    "SELECT DISTINCT worker FROM background_job WHERE worker IS NOT NULL AND state = 'queued'"
+    "SELECT DISTINCT worker FROM background_job WHERE worker IS NOT NULL AND +state = 'queued'"
 )
 _CLAIM_NAMED = (
     f"UPDATE background_job SET {_CLAIM_STARTED} WHERE id = (SELECT id FROM background_job "
@@ -194,8 +194,11 @@ class JobStore:
                 if rows:
                     jobs = [to_record(BackgroundJob, QUEUE_FIELDS, row) for row in rows]
                     claimed[name] = sorted(jobs, key=lambda job: job.id)
-            next_due = tx.execute(*_next_due_query(None if all_workers else list(lanes), now))
-            due = next_due.fetchone()[0]
+            due = None
+            if any(len(claimed.get(name, ())) < limit for name, limit in wanted.items()):
+                # Some lane found fewer ready jobs than it could take: maybe later ones exist.
+                query = _next_due_query(None if all_workers else list(lanes), now)
+                due = tx.execute(*query).fetchone()[0]
         return Claimed(claimed, None if due is None else float(due))
 
     def claim_id(self, job_id: int, owner: str, now: float, lease: float) -> BackgroundJob | None:

@@ -63,6 +63,9 @@ Index(
     "ix_background_job_claim", background_job.c.worker, background_job.c.state, background_job.c.id
 )
 Index("ix_background_job_lease", background_job.c.lease_owner)
+# When the next delayed job is due. Claims must keep to the claim index: they write
+# `+run_after` so that the planner cannot pick this one and sort.
+Index("ix_background_job_due", background_job.c.state, background_job.c.run_after)
 
 job_summary = Table(
     "job_summary",

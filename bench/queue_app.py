@@ -1,0 +1,43 @@
+"""The app that ``bench/bench_queue.py`` measures, in its own process and in worker processes.
+
+``create_app(directory)`` keeps ``jobs.db`` in ``directory`` (default: ``$BENCH_QUEUE_DIR``, which
+``flask --app queue_app:create_app jobs worker`` subprocesses get from the benchmark). The runner
+never starts by itself (``BGJOBS_AUTOSTART=False``): the benchmark decides when jobs drain.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from flask_bgjobs import BackgroundJobs
+
+#: ``perf_counter()`` at which each ``stamp`` job started in this process, by its request's ``n``.
+STARTS: dict[int, float] = {}
+
+
+def create_app(directory: str | None = None) -> Flask:
+    folder = directory or os.environ.get("BENCH_QUEUE_DIR")
+    if not folder:
+        raise RuntimeError("give create_app a directory or set BENCH_QUEUE_DIR")
+    app = Flask("queue_app", instance_path=str(Path(folder).resolve()))
+    app.config.update(BGJOBS_DATABASE_DIR=str(Path(folder).resolve()), BGJOBS_AUTOSTART=False)
+    jobs = BackgroundJobs(app)
+
+    @jobs.command
+    def noop(request: dict[str, Any]) -> None:
+        return None
+
+    @jobs.command
+    def stamp(request: dict[str, Any]) -> dict[str, float]:
+        """Record when the job started: ``perf_counter`` here, wall time in its result."""
+        STARTS[request["n"]] = time.perf_counter()
+        return {"wall": time.time()}
+
+    return app
