@@ -420,3 +420,51 @@ def test_an_unknown_command_in_the_queue_fails_without_retrying(make_app: Any) -
         result = jobs.wait_for(ref.id)
     assert result.state is JobState.FAILED
     assert result.failed.error_type == "UnknownCommandError" and result.failed.attempts == 1
+
+
+def test_autostart_at_first_request_or_enqueue(make_app: Any) -> None:
+    app, jobs = make_app(autostart=True)
+    jobs.command(lambda: "done", name="work")
+
+    @app.get("/")
+    def index() -> str:
+        return "hello"
+
+    with app.app_context():
+        assert jobs._state().runner is None  # nothing started at init_app
+    assert app.test_client().get("/").status_code == 200
+    with app.app_context():
+        runner = jobs._state().runner
+        assert runner is not None and runner.started
+        assert jobs.wait_for(jobs.enqueue_command("work").id).result == "done"
+
+    other, other_jobs = make_app(autostart=True)
+    other_jobs.command(lambda: "also", name="work")
+    with other.app_context():
+        ref = other_jobs.enqueue_command("work")  # the first enqueue starts it too
+        assert other_jobs._state().runner.started
+        assert other_jobs.wait_for(ref.id).result == "also"
+
+
+def test_a_delayed_job_of_a_named_worker_holds_back_the_ones_behind_it(
+    make_app: Any, clock: ManualClock
+) -> None:
+    from datetime import timedelta
+
+    app, jobs = make_app(clock=clock)
+    order: list[str] = []
+
+    @jobs.command(worker="line")
+    def line(name: str) -> None:
+        order.append(name)
+
+    with app.app_context():
+        jobs.start()
+        later = jobs.enqueue_command("line", "later", run_after=clock() + timedelta(seconds=30))
+        now = jobs.enqueue_command("line", "now")
+        with pytest.raises(TimeoutError):
+            jobs.wait_for(now.id, timeout=0.2)
+        clock.advance(seconds=30)
+        jobs.wait_for(later.id)
+        jobs.wait_for(now.id)
+    assert order == ["later", "now"]
