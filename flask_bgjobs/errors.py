@@ -39,8 +39,13 @@ class JobStateError(BgJobsError):
     """The job is not in a state that allows the operation (e.g. requeueing a running job)."""
 
 
-class JobCancelled(BgJobsError):
-    """Raised inside a command that was cancelled or timed out, to stop it."""
+class JobCancelled(BaseException):
+    """Raised inside a command that was cancelled or timed out, to stop it.
+
+    Like :class:`KeyboardInterrupt`, it derives from :class:`BaseException`, not from
+    :class:`BgJobsError`: it is a stop request, not an error, and an ``except Exception:`` in
+    the command must not swallow it.
+    """
 
 
 class JobTimeout(JobCancelled):

@@ -35,8 +35,6 @@ logger = logging.getLogger("flask_bgjobs")
 #: coroutine whose result is the result.
 Target = Callable[["BackgroundJob"], Any]
 
-_thread_loops = threading.local()
-
 #: Jobs that usually run for less than this many seconds are claimed ahead of free threads.
 SHORT_JOB = 0.05
 
@@ -147,21 +145,23 @@ class Execution:
             _current.reset(token)
 
     def _run_coroutine(self, coroutine: Any) -> Any:
-        loop = getattr(_thread_loops, "loop", None)
-        if loop is None or loop.is_closed():
-            loop = _thread_loops.loop = asyncio.new_event_loop()
-        task = loop.create_task(coroutine)
-        with self._lock:
-            self._loop, self._task = loop, task
-        if self.stop_requested.is_set():
-            task.cancel()
+        # A fresh event loop for each job: tasks a job leaves behind are cancelled with it and
+        # can never run during (and as) the next job of the thread.
+        loop = asyncio.new_event_loop()
         try:
-            return loop.run_until_complete(task)
-        except asyncio.CancelledError:
-            raise self.stop_exception() from None
+            task = loop.create_task(coroutine)
+            with self._lock:
+                self._loop, self._task = loop, task
+            if self.stop_requested.is_set():
+                task.cancel()
+            try:
+                return loop.run_until_complete(task)
+            except asyncio.CancelledError:
+                raise self.stop_exception() from None
         finally:
             with self._lock:
                 self._loop = self._task = None
+            _close_loop(loop)
 
     def _record_error(self, error: BaseException) -> None:
         if self.stop_reason and isinstance(error, (JobCancelled, asyncio.CancelledError)):
@@ -207,6 +207,8 @@ class Execution:
             if self._log_size > self.max_log_bytes:
                 self._trim_log()
             self.dirty = True
+            if self.job.future is not None:  # a transient job's record is its live view
+                self.job.logs = "".join(self._log_parts)
 
     def _trim_log(self) -> None:
         text = "".join(self._log_parts)
@@ -222,6 +224,8 @@ class Execution:
             if status is not None:
                 self.status = status
             self.dirty = True
+            if self.job.future is not None:
+                self.job.progress, self.job.status = self.progress, self.status
 
     def take_live(self) -> tuple[float | None, str | None, str] | None:
         """The live state if it changed since the last call, for the periodic flush."""
@@ -275,6 +279,19 @@ class Execution:
     def returned(self) -> bool:
         with self._lock:
             return self._returned
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what is left on ``loop``, let it unwind, and close the loop."""
+    try:
+        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
 
 
 class Lane:

@@ -19,11 +19,12 @@ from .config import Settings, check_option
 from .errors import InvalidJobError, JobNotFoundError, UnknownCommandError
 from .execution import Execution, Target
 from .models import BackgroundJob, JobRef, JobResult, JobState, JobSummary, RequestType
+from .outcomes import record
 from .records import NewJob, Outcome
 from .registry import Command, CommandFunc, CommandRegistry, check_signature
-from .runner import Runner, announce
+from .runner import Runner
 from .serialization import to_json
-from .signals import job_enqueued
+from .signals import job_enqueued, job_started
 from .store import JobStore
 
 F = TypeVar("F", bound=CommandFunc)
@@ -224,6 +225,7 @@ class BackgroundJobs:
             if job is None:
                 return
             execution = self.execution_for(app, job)
+            job_started.send(app, job=job)
             execution.run()
             runner.complete_once([execution])
 
@@ -244,7 +246,7 @@ class BackgroundJobs:
         state = self._state()
         with state.lock:
             runner, state.runner = state.runner, None
-        if runner is not None and runner.started:
+        if runner is not None and runner.started and runner.in_this_process:
             runner.stop(timeout)
 
     def worker_runner(
@@ -309,8 +311,10 @@ class BackgroundJobs:
             created_at=now,
             started_at=now,
             request=_plain(request),
-            worker=worker or registered.worker,
-            timeout=registered.timeout or state.settings.timeout,
+            worker=worker if worker is not None else registered.worker,
+            timeout=registered.timeout
+            if registered.timeout is not None
+            else state.settings.timeout,
             future=Future(),
         )
         execution = self.execution_for(app, job)
@@ -318,7 +322,7 @@ class BackgroundJobs:
             execution.run()
             execution.settle()
         else:
-            self._runner(app, start=False).run_transient(execution)
+            self._runner(app, start=state.settings.autostart).run_transient(execution)
         return job
 
     async def run_command_async(
@@ -403,34 +407,29 @@ class BackgroundJobs:
     def cancel_job(self, job_id: int) -> bool:
         """Cancel a queued job (it never starts) or ask a running one to stop.
 
-        Returns ``False`` if the job is not queued or running.
+        A running job stops within about half a second in whichever process runs it. Returns
+        ``False`` if the job is not queued or running.
         """
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         state = self._state(app)
-        try:
-            taken = state.store.mark_cancel(job_id, "cancelled")
-        except JobNotFoundError:
-            return False
-        if taken is not None:
-            outcome = Outcome(
-                taken,
-                JobState.CANCELLED,
-                self.now(),
-                error_type="JobCancelled",
-                error_message=f"job {job_id} was cancelled before it started",
-            )
-            for applied in state.store.finish([outcome]):
-                announce(app, applied)
-            self.notify_finished()
-        elif state.runner is not None:
+        owner = f"cancel:{os.getpid()}"
+        taken = state.store.cancel(job_id, owner, self.now())
+        if isinstance(taken, BackgroundJob):
+            message = f"job {job_id} was cancelled before it started"
+            outcome = Outcome(taken, JobState.CANCELLED, self.now(), error_type="JobCancelled",
+                              error_message=message)  # fmt: skip
+            record(app, self, state.store, [outcome])
+            return True
+        if taken and state.runner is not None:
             state.runner.stop_job(job_id, "cancelled")
-        return True
+        return taken
 
     def requeue_job(self, job_id: int) -> JobRef:
         """Put a failed or cancelled job back in the queue under the same id."""
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         state = self._state(app)
         ref = state.store.requeue(job_id, self.now())
+        job_enqueued.send(app, ref=ref, command=None, requeued=True)
         if state.runner is not None:
             state.runner.wake()
         elif state.settings.eager:
@@ -478,7 +477,7 @@ def _failing_target(error: Exception) -> Target:
 
 def _stop_at_exit(ref: weakref.ref[Runner]) -> None:
     runner = ref()
-    if runner is not None and runner.started:
+    if runner is not None and runner.started and runner.in_this_process:
         runner.stop(timeout=0)
 
 

@@ -70,6 +70,31 @@ class Outcome:
         return None if started is None else max(0.0, self.ended_at - started)
 
 
+@dataclass
+class LiveState:
+    """What a running job reported last: written to the queue row about twice a second."""
+
+    job_id: int
+    attempt: int
+    progress: float | None
+    status: str | None
+    logs: str
+
+
+def new_job_from(record: JobRecord, run_after: float) -> NewJob:
+    """The job to enqueue again for ``record`` (a requeue), its JSON fields encoded."""
+    return NewJob(
+        command=record.command, request_type=record.request_type,
+        request=to_json(record.request, "request"), created_at=record.created_at,
+        run_after=run_after, retry_limit=record.retry_limit or 0, timeout=record.timeout,
+        ref_id=record.ref_id, parent_id=record.parent_id, worker=record.worker, tag=record.tag,
+        batch_id=record.batch_id, callback=record.callback, depends_on=record.depends_on,
+        created_by=record.created_by, user_id=record.user_id, reply_to=record.reply_to,
+        args=to_json(record.args or None, "args"), options=to_json(record.options or None,
+                                                                   "options"),
+    )  # fmt: skip
+
+
 def month_of_epoch(moment: float) -> str:
     """The ``YYYY-MM`` month (UTC) of an epoch timestamp."""
     # Months begin on whole hours: the hour number is a key that never straddles two months.

@@ -39,35 +39,52 @@ from .models import (
 from .records import (
     HISTORY_FIELDS,
     QUEUE_FIELDS,
+    LiveState,
     NewJob,
     Outcome,
     attempt_of,
     history_json,
     history_row,
     month_of_epoch,
+    new_job_from,
     short,
     summary_of,
     to_record,
 )
-from .serialization import to_json
-from .sqlite import Database, MonthlyDatabase, SqliteOptions, months_before
+from .sqlite import Database, MonthlyDatabase, SqliteOptions, WriteTx, months_before
 from .tables import HISTORY_SCHEMA, QUEUE_SCHEMA, background_job, job_summary
 
 _QUEUE_COLS = ", ".join(QUEUE_FIELDS)
+_HISTORY_COLS = ", ".join(HISTORY_FIELDS)
+# Writes about a run apply only while the run still holds its job: same attempt, same owner.
+_FENCE = "id = ? AND attempts = ? AND lease_owner IS ?"
+_CANCEL_LEASE = 60.0  # seconds a cancelling process holds a job it took from the queue
+_TAKE_FOR_CANCEL = (
+    "UPDATE background_job SET state = 'started', lease_owner = :owner, "
+    "lease_expires_at = :expires, started_at = NULL, cancel_requested = 'cancelled' "
+    "WHERE state = 'queued' AND {which} RETURNING " + _QUEUE_COLS
+)
 _HISTORY_INSERT = {
     table: f"INSERT OR REPLACE INTO {table} ({', '.join(HISTORY_FIELDS)}) "
     f"VALUES ({', '.join('?' * len(HISTORY_FIELDS))})"
     for table in ("completed_job", "failed_job")
 }
+_SUMMARY_INSERT_FIELDS = (
+    "ref_id", "command", "request_type", "created_at", "worker", "tag", "batch_id", "parent_id",
+    "created_by", "user_id",
+)  # fmt: skip
+_QUEUE_INSERT_FIELDS = (
+    "id", "ref_id", "parent_id", "worker", "tag", "batch_id", "callback", "depends_on",
+    "run_after", "created_at", "created_by", "request_type", "command", "request", "user_id",
+    "reply_to", "args", "options", "retry_limit", "timeout", "history",
+)  # fmt: skip
 _ENQUEUE_SUMMARY = (
-    "INSERT INTO job_summary (ref_id, command, request_type, state, created_at, worker, tag, "
-    "batch_id, parent_id, created_by, user_id) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO job_summary ({', '.join(_SUMMARY_INSERT_FIELDS)}, state) "
+    f"VALUES ({', '.join(':' + f for f in _SUMMARY_INSERT_FIELDS)}, 'queued')"
 )
 _ENQUEUE_QUEUE = (
-    "INSERT INTO background_job (id, ref_id, parent_id, worker, tag, batch_id, callback, "
-    "depends_on, run_after, created_at, created_by, request_type, command, request, user_id, "
-    "reply_to, args, options, state, attempts, retry_limit, timeout, history) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?)"
+    f"INSERT INTO background_job ({', '.join(_QUEUE_INSERT_FIELDS)}, state, attempts) "
+    f"VALUES ({', '.join(':' + f for f in _QUEUE_INSERT_FIELDS)}, 'queued', 0)"
 )
 _CLAIM_STARTED = (
     "state = 'started', attempts = attempts + 1, started_at = :now, lease_owner = :owner, "
@@ -75,7 +92,8 @@ _CLAIM_STARTED = (
 )
 _CLAIM_POOL = (
     f"UPDATE background_job SET {_CLAIM_STARTED} WHERE id IN (SELECT id FROM background_job "
-    "WHERE worker IS NULL AND state = 'queued' AND +run_after <= :now ORDER BY id LIMIT :limit) "
+    "WHERE worker IS NULL AND state = 'queued' AND +run_after <= :now "
+    "AND cancel_requested IS NULL ORDER BY id LIMIT :limit) "
     f"RETURNING {_QUEUE_COLS}"
 )
 # A named worker runs strictly in enqueue order: only its oldest queued job may start, and only
@@ -86,6 +104,7 @@ _NAMED_WAITING = (
 _CLAIM_NAMED = (
     f"UPDATE background_job SET {_CLAIM_STARTED} WHERE id = (SELECT id FROM background_job "
     "WHERE worker = :worker AND state = 'queued' ORDER BY id LIMIT 1) AND run_after <= :now "
+    "AND cancel_requested IS NULL "
     "AND NOT EXISTS (SELECT 1 FROM background_job WHERE worker = :worker AND state = 'started') "
     f"RETURNING {_QUEUE_COLS}"
 )
@@ -112,53 +131,14 @@ class JobStore:
         ref_id = job.ref_id or uuid.uuid4().hex
         try:
             with self.queue.write() as tx:
-                job_id = tx.execute(
-                    _ENQUEUE_SUMMARY,
-                    (
-                        ref_id,
-                        job.command,
-                        job.request_type,
-                        job.created_at,
-                        job.worker,
-                        job.tag,
-                        job.batch_id,
-                        job.parent_id,
-                        job.created_by,
-                        job.user_id,
-                    ),
-                ).lastrowid
-                tx.execute(
-                    _ENQUEUE_QUEUE,
-                    (
-                        job_id,
-                        ref_id,
-                        job.parent_id,
-                        job.worker,
-                        job.tag,
-                        job.batch_id,
-                        job.callback,
-                        job.depends_on,
-                        job.run_after,
-                        job.created_at,
-                        job.created_by,
-                        job.request_type,
-                        job.command,
-                        job.request,
-                        job.user_id,
-                        job.reply_to,
-                        job.args,
-                        job.options,
-                        job.retry_limit,
-                        job.timeout,
-                        None,
-                    ),
-                )
+                row = {**vars(job), "ref_id": ref_id, "history": None}
+                row["id"] = tx.execute(_ENQUEUE_SUMMARY, row).lastrowid
+                tx.execute(_ENQUEUE_QUEUE, row)
         except sqlite3.IntegrityError as error:
             if "ref_id" in str(error):
                 raise DuplicateRefIdError(f"a job with ref_id {ref_id!r} already exists") from None
             raise
-        assert job_id is not None
-        return JobRef(job_id, ref_id)
+        return JobRef(row["id"], ref_id)
 
     def claim(
         self,
@@ -206,7 +186,7 @@ class JobStore:
         with self.queue.write() as tx:
             row = tx.execute(
                 f"UPDATE background_job SET {_CLAIM_STARTED} WHERE id = :id AND state = 'queued' "
-                f"RETURNING {_QUEUE_COLS}",
+                f"AND cancel_requested IS NULL RETURNING {_QUEUE_COLS}",
                 {"now": now, "owner": owner, "expires": now + lease, "id": job_id},
             ).fetchone()
         return None if row is None else to_record(BackgroundJob, QUEUE_FIELDS, row)
@@ -221,22 +201,37 @@ class JobStore:
         """Record how a batch of runs ended; return the outcomes that took effect.
 
         Final outcomes move to their month's file, then leave the queue; retries go back to the
-        queue. An outcome whose job was meanwhile recovered and claimed by another process (its
-        attempt number moved on) is ignored.
+        queue. An outcome whose job was meanwhile taken over by another process (its lease owner
+        or attempt changed) is ignored.
         """
-        finals = [o for o in outcomes if o.state is not JobState.QUEUED]
+        finals = self._still_held([o for o in outcomes if o.state is not JobState.QUEUED])
         by_month: dict[str, list[Outcome]] = defaultdict(list)
         for outcome in finals:
             by_month[month_of_epoch(outcome.ended_at)].append(outcome)
         for month, group in sorted(by_month.items()):
             self._write_history(month, group)
-        applied: list[Outcome] = []
+        kept = {id(outcome) for outcome in finals}
         with self.queue.write() as tx:
-            for outcome in outcomes:
-                if self._apply(tx, outcome):
-                    applied.append(outcome)
+            applied = [
+                outcome for outcome in outcomes
+                if (outcome.state is JobState.QUEUED or id(outcome) in kept)
+                and self._apply(tx, outcome)
+            ]  # fmt: skip
             _update_stats(tx, applied)
         return applied
+
+    def _still_held(self, outcomes: list[Outcome]) -> list[Outcome]:
+        """The outcomes whose run still holds its job: a process that lost its lease (it was
+        paused, and another process took the job over) must not write a month's row."""
+        if not outcomes:
+            return outcomes
+        with self.queue.read() as conn:
+            held = set(conn.exec_driver_sql(
+                "SELECT id, attempts, lease_owner FROM background_job WHERE id IN "
+                f"({', '.join('?' * len(outcomes))})",
+                tuple(outcome.job.id for outcome in outcomes),
+            ).all())  # fmt: skip
+        return [o for o in outcomes if (o.job.id, o.job.attempts, o.job.lease_owner) in held]
 
     def _write_history(self, month: str, outcomes: Sequence[Outcome]) -> None:
         rows: dict[str, list[tuple[Any, ...]]] = {"completed_job": [], "failed_job": []}
@@ -247,68 +242,49 @@ class JobStore:
             for table, values in rows.items():
                 if values:
                     tx.executemany(_HISTORY_INSERT[table], values)
+                    # A job is in one table of a month: a later run's row replaces the other.
+                    other = "failed_job" if table == "completed_job" else "completed_job"
+                    tx.executemany(f"DELETE FROM {other} WHERE id = ?", [(v[0],) for v in values])
 
-    def _apply(self, tx: Any, outcome: Outcome) -> bool:
+    def _apply(self, tx: WriteTx, outcome: Outcome) -> bool:
         job = outcome.job
+        fence = (job.id, job.attempts, job.lease_owner)
         if outcome.state is JobState.QUEUED:
-            history = [*job.history, attempt_of(outcome)]
+            job.history = [*job.history, attempt_of(outcome)]
             cursor = tx.execute(
                 "UPDATE background_job SET state = 'queued', run_after = ?, lease_owner = NULL, "
                 "lease_expires_at = NULL, history = ?, error_type = ?, error_message = ?, "
                 "error_traceback = ?, progress = NULL, status = ?, logs = ? "
-                "WHERE id = ? AND attempts = ?",
-                (
-                    outcome.run_after,
-                    history_json(history),
-                    outcome.error_type,
-                    outcome.error_message,
-                    outcome.error_traceback,
-                    outcome.live.get("status"),
-                    outcome.live.get("logs"),
-                    job.id,
-                    job.attempts,
-                ),
-            )
-            job.history = history
+                f"WHERE {_FENCE}",
+                (outcome.run_after, history_json(job.history), outcome.error_type,
+                 outcome.error_message, outcome.error_traceback, outcome.live.get("status"),
+                 outcome.live.get("logs"), *fence),
+            )  # fmt: skip
             return bool(cursor.rowcount)
-        cursor = tx.execute(
-            "DELETE FROM background_job WHERE id = ? AND attempts = ?", (job.id, job.attempts)
-        )
-        if not cursor.rowcount:
+        if not tx.execute(f"DELETE FROM background_job WHERE {_FENCE}", fence).rowcount:
             return False
         tx.execute(
             "UPDATE job_summary SET state = ?, attempts = ?, started_at = ?, completed_at = ?, "
             "duration = ?, month = ?, error_type = ?, error_message = ? WHERE id = ?",
-            (
-                outcome.state.value,
-                job.attempts,
-                job.started_at,
-                outcome.ended_at,
-                outcome.duration,
-                month_of_epoch(outcome.ended_at),
-                outcome.error_type,
-                short(outcome.error_message),
-                job.id,
-            ),
-        )
+            (outcome.state.value, job.attempts, job.started_at, outcome.ended_at,
+             outcome.duration, month_of_epoch(outcome.ended_at), outcome.error_type,
+             short(outcome.error_message), job.id),
+        )  # fmt: skip
         return True
 
     # -- live state, leases, processes -------------------------------------------------------------
 
-    def save_live(self, updates: Sequence[tuple[int, int, float | None, str | None, str]]) -> None:
-        """Write ``(id, attempt, progress, status, logs)`` of running jobs."""
+    def save_live(self, owner: str, updates: Sequence[LiveState]) -> None:
+        """Write the logs, progress and status of ``owner``'s running jobs."""
         with self.queue.write() as tx:
             tx.executemany(
                 "UPDATE background_job SET progress = ?, status = ?, logs = ? "
-                "WHERE id = ? AND attempts = ? AND state = 'started'",
-                [
-                    (progress, status, logs, job_id, attempt)
-                    for job_id, attempt, progress, status, logs in updates
-                ],
+                "WHERE id = ? AND attempts = ? AND lease_owner = ?",
+                [(u.progress, u.status, u.logs, u.job_id, u.attempt, owner) for u in updates],
             )
 
-    def heartbeat(self, process: dict[str, Any], lease_until: float) -> None:
-        """Record that ``process`` lives and extend the leases of its running jobs."""
+    def heartbeat(self, process: dict[str, Any], running: Sequence[int], until: float) -> None:
+        """Record that ``process`` lives; extend the leases of the jobs it is running."""
         with self.queue.write() as tx:
             tx.execute(
                 "INSERT OR REPLACE INTO worker_process (id, host, pid, started_at, heartbeat_at, "
@@ -316,10 +292,9 @@ class JobStore:
                 ":heartbeat_at, :threads, :workers, :scheduler, :stopped_at)",
                 process,
             )
-            tx.execute(
-                "UPDATE background_job SET lease_expires_at = ? "
-                "WHERE lease_owner = ? AND state = 'started'",
-                (lease_until, process["id"]),
+            tx.executemany(
+                "UPDATE background_job SET lease_expires_at = ? WHERE id = ? AND lease_owner = ?",
+                [(until, job_id, process["id"]) for job_id in running],
             )
 
     def cancel_requests(self, owner: str) -> list[tuple[int, str]]:
@@ -332,48 +307,54 @@ class JobStore:
             ).all()
         return [(int(job_id), str(reason)) for job_id, reason in rows]
 
-    def release(self, job_ids: Sequence[tuple[int, int]]) -> None:
-        """Hand ``(id, attempt)`` started jobs back to the queue, the attempt not counted."""
+    def release(self, jobs: Sequence[BackgroundJob]) -> None:
+        """Hand started jobs back to the queue, their attempt not counted."""
         with self.queue.write() as tx:
             tx.executemany(
                 "UPDATE background_job SET state = 'queued', attempts = attempts - 1, "
-                "lease_owner = NULL, lease_expires_at = NULL, started_at = NULL "
-                "WHERE id = ? AND attempts = ? AND state = 'started'",
-                job_ids,
+                f"lease_owner = NULL, lease_expires_at = NULL, started_at = NULL WHERE {_FENCE}",
+                [(job.id, job.attempts, job.lease_owner) for job in jobs],
             )
 
     def expired(self, now: float) -> list[BackgroundJob]:
         """Started jobs whose lease lapsed before ``now``: their process is gone."""
-        with self.queue.write() as tx:
-            rows = tx.execute(
+        with self.queue.read() as conn:
+            rows = conn.exec_driver_sql(
                 f"SELECT {_QUEUE_COLS} FROM background_job "
                 "WHERE state = 'started' AND lease_expires_at < ?",
                 (now,),
-            ).fetchall()
+            ).all()
         return [to_record(BackgroundJob, QUEUE_FIELDS, row) for row in rows]
 
     def take_over(self, job: BackgroundJob, owner: str, now: float, lease: float) -> bool:
-        """Move an expired job's lease to ``owner``, if nobody did first."""
+        """Move an expired job's lease to ``owner``, if nobody did first.
+
+        From then on the old owner's outcome for the job is ignored (:meth:`finish` is fenced
+        by the lease owner), should that process come back to life.
+        """
         with self.queue.write() as tx:
             cursor = tx.execute(
-                "UPDATE background_job SET lease_owner = ?, lease_expires_at = ? WHERE id = ? "
-                "AND attempts = ? AND state = 'started' AND lease_expires_at < ?",
-                (owner, now + lease, job.id, job.attempts, now),
+                "UPDATE background_job SET lease_owner = ?, lease_expires_at = ? "
+                f"WHERE {_FENCE} AND lease_expires_at < ?",
+                (owner, now + lease, job.id, job.attempts, job.lease_owner, now),
             )
-            if cursor.rowcount:
-                job.lease_owner = owner
-            return bool(cursor.rowcount)
+        if cursor.rowcount:
+            job.lease_owner = owner
+        return bool(cursor.rowcount)
 
     def find_finished(self, job: BackgroundJob) -> CompletedJob | FailedJob | None:
-        """The month's record of ``job``'s run if one was written (a move cut short)."""
+        """The month's record of ``job``'s current run if one was written (a move cut short)."""
         if job.started_at is None:
             return None
         first = month_of_epoch(job.started_at)
         month = self.history.current_month()
         while month >= first:
-            found = self._history_record(month, job.id)
-            if found is not None and found.attempts == job.attempts:
-                return found
+            for state in (JobState.COMPLETED, JobState.FAILED):
+                found = self._history_record(month, job.id, state)
+                # Only a row of this very run counts, not one of an earlier series.
+                if (found is not None and found.attempts == job.attempts
+                        and (found.completed_at or 0) >= job.started_at):  # fmt: skip
+                    return found
             month = months_before(month, 1)
         return None
 
@@ -381,107 +362,81 @@ class JobStore:
         """Finish a move whose month's row exists: drop the queue row, update the summary."""
         assert record.completed_at is not None
         outcome = Outcome(
-            job,
-            record.state,
-            record.completed_at,
-            error_type=record.error_type,
+            job, record.state, record.completed_at, error_type=record.error_type,
             error_message=record.error_message,
-        )
+        )  # fmt: skip
         with self.queue.write() as tx:
             return self._apply(tx, outcome)
 
-    def mark_cancel(self, job_id: int, reason: str) -> BackgroundJob | None:
-        """Flag a started job for cancellation, or take a queued one to cancel it now.
+    # -- cancel and requeue ----------------------------------------------------------------------
 
-        Returns the job when it was queued (now started under a short lease, flagged, for the
-        caller to finish as cancelled), ``None`` otherwise. Raises :class:`JobNotFoundError` if
-        the job is not in the queue.
+    def cancel(self, job_id: int, owner: str, now: float) -> BackgroundJob | bool:
+        """Cancel job ``job_id``, in one transaction.
+
+        A queued job is taken by ``owner`` (returned, for the caller to finish as cancelled): it
+        can no longer start. A running job is flagged (``True``): the process running it stops
+        it. ``False`` if the job is neither queued nor running.
         """
         with self.queue.write() as tx:
-            row = tx.execute(
-                "UPDATE background_job SET cancel_requested = ? WHERE id = ? "
-                "AND state IN ('queued', 'started') RETURNING state",
-                (reason, job_id),
-            ).fetchone()
-        if row is None:
-            raise JobNotFoundError(f"job {job_id} is not queued or running")
-        return None if row[0] == "started" else self._take_queued(job_id)
+            row = tx.execute(_TAKE_FOR_CANCEL.format(which="id = :id"), {
+                "owner": owner, "expires": now + _CANCEL_LEASE, "id": job_id,
+            }).fetchone()  # fmt: skip
+            if row is not None:
+                return to_record(BackgroundJob, QUEUE_FIELDS, row)
+            flagged = tx.execute(
+                "UPDATE background_job SET cancel_requested = 'cancelled' "
+                "WHERE id = ? AND state = 'started'",
+                (job_id,),
+            ).rowcount
+        return bool(flagged)
 
-    def _take_queued(self, job_id: int) -> BackgroundJob | None:
-        now = self.clock().timestamp()
+    def take_cancelled(self, owner: str, now: float) -> list[BackgroundJob]:
+        """Take queued jobs that were asked to stop (e.g. handed back or retried meanwhile)."""
         with self.queue.write() as tx:
-            row = tx.execute(
-                f"UPDATE background_job SET state = 'started', lease_owner = 'cancel', "
-                f"lease_expires_at = ?, started_at = NULL WHERE id = ? AND state = 'queued' "
-                f"RETURNING {_QUEUE_COLS}",
-                (now + 60, job_id),
-            ).fetchone()
-        return None if row is None else to_record(BackgroundJob, QUEUE_FIELDS, row)
-
-    # -- requeue ---------------------------------------------------------------------------------
+            rows = tx.execute(_TAKE_FOR_CANCEL.format(which="cancel_requested IS NOT NULL"), {
+                "owner": owner, "expires": now + _CANCEL_LEASE,
+            }).fetchall()  # fmt: skip
+        return [to_record(BackgroundJob, QUEUE_FIELDS, row) for row in rows]
 
     def requeue(self, job_id: int, now: float) -> JobRef:
-        """Put a failed or cancelled job back in the queue under the same id."""
+        """Put a failed or cancelled job back in the queue under the same id and summary."""
         summary = self.summary(job_id)
         if summary is None:
             raise JobNotFoundError(f"no job has id {job_id}")
-        if summary.state not in (JobState.FAILED, JobState.CANCELLED) or summary.month is None:
+        record = None
+        if summary.state in (JobState.FAILED, JobState.CANCELLED) and summary.month:
+            record = self._history_record(summary.month, job_id, JobState.FAILED)
+        if not isinstance(record, FailedJob):
             raise JobStateError(
                 f"job {job_id} is {summary.state.value}; only failed or cancelled jobs can be "
                 "requeued"
             )
-        record = self._history_record(summary.month, job_id)
-        if not isinstance(record, FailedJob):
-            raise JobStateError(f"job {job_id}'s record is missing from jobs_{summary.month}.db")
-        history = [*record.history]
-        if record.state is JobState.FAILED or record.started_at is not None:
-            history.append(
-                Attempt(
-                    record.attempts,
-                    record.started_at,
-                    record.completed_at,
-                    record.error_type,
-                    record.error_message,
-                    record.error_traceback,
-                    record.worker_process,
+        history = list(record.history)
+        if record.started_at is not None:  # it ran: its last attempt joins the history
+            history.append(Attempt(
+                record.attempts, record.started_at, record.completed_at, record.error_type,
+                record.error_message, record.error_traceback, record.worker_process,
+            ))  # fmt: skip
+        again = new_job_from(record, run_after=now)
+        try:
+            with self.queue.write() as tx:
+                row = {**vars(again), "id": job_id, "history": history_json(history)}
+                tx.execute(_ENQUEUE_QUEUE, row)
+                tx.execute(
+                    "UPDATE job_summary SET state = 'queued', attempts = 0, started_at = NULL, "
+                    "completed_at = NULL, duration = NULL, month = NULL, error_type = NULL, "
+                    "error_message = NULL WHERE id = ?",
+                    (job_id,),
                 )
-            )
-        with self.queue.write() as tx:
-            tx.execute(
-                _ENQUEUE_QUEUE,
-                (
-                    record.id,
-                    record.ref_id,
-                    record.parent_id,
-                    record.worker,
-                    record.tag,
-                    record.batch_id,
-                    record.callback,
-                    record.depends_on,
-                    now,
-                    record.created_at,
-                    record.created_by,
-                    record.request_type,
-                    record.command,
-                    to_json(record.request, "request"),
-                    record.user_id,
-                    record.reply_to,
-                    to_json(record.args, "args"),
-                    to_json(record.options, "options"),
-                    record.retry_limit,
-                    record.timeout,
-                    history_json(history),
-                ),
-            )
-            tx.execute(
-                "UPDATE job_summary SET state = 'queued', attempts = 0, started_at = NULL, "
-                "completed_at = NULL, duration = NULL, month = NULL, error_type = NULL, "
-                "error_message = NULL WHERE id = ?",
-                (job_id,),
-            )
+        except sqlite3.IntegrityError:
+            raise JobStateError(f"job {job_id} was requeued already") from None
+        # The old series' row goes; fenced by its end time, so a newer row of the job stays.
         with self.history.write(summary.month) as tx:
-            tx.execute("DELETE FROM failed_job WHERE id = ?", (job_id,))
-        return JobRef(record.id, record.ref_id)
+            tx.execute(
+                "DELETE FROM failed_job WHERE id = ? AND completed_at = ?",
+                (job_id, record.completed_at),
+            )
+        return JobRef(job_id, record.ref_id)
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -507,7 +462,7 @@ class JobStore:
                 queued = None if found is None else to_record(BackgroundJob, QUEUE_FIELDS, found)
         result = JobResult(summary, queued=queued)
         if summary.state.is_final and summary.month is not None:
-            record = self._history_record(summary.month, summary.id)
+            record = self._history_record(summary.month, summary.id, summary.state)
             if isinstance(record, FailedJob):
                 result.failed = record
             elif record is not None:
@@ -554,21 +509,24 @@ class JobStore:
             summaries.append(summary)
         return summaries
 
-    def _history_record(self, month: str, job_id: int) -> CompletedJob | FailedJob | None:
+    def _history_record(
+        self, month: str, job_id: int, state: JobState | None = None
+    ) -> CompletedJob | FailedJob | None:
+        """A job's row in a month's file: the table of ``state`` first, if given."""
         database = self.history.existing(month)
         if database is None:
             return None
-        cols = ", ".join(HISTORY_FIELDS)
+        tables = [("completed_job", CompletedJob), ("failed_job", FailedJob)]
+        if state is not None and state is not JobState.COMPLETED:
+            tables.reverse()
         with database.read() as conn:
-            row = conn.exec_driver_sql(
-                f"SELECT {cols} FROM completed_job WHERE id = ?", (job_id,)
-            ).first()
-            if row is not None:
-                return to_record(CompletedJob, HISTORY_FIELDS, row)
-            row = conn.exec_driver_sql(
-                f"SELECT {cols} FROM failed_job WHERE id = ?", (job_id,)
-            ).first()
-        return None if row is None else to_record(FailedJob, HISTORY_FIELDS, row)
+            for table, kind in tables:
+                row = conn.exec_driver_sql(
+                    f"SELECT {_HISTORY_COLS} FROM {table} WHERE id = ?", (job_id,)
+                ).first()
+                if row is not None:
+                    return to_record(kind, HISTORY_FIELDS, row)
+        return None
 
     def average_duration(self, command: str) -> float | None:
         """The recent average duration of ``command``'s completed runs, if any completed."""

@@ -274,6 +274,8 @@ def test_a_dead_process_job_is_recovered_after_its_lease(make_app: Any, clock: M
         assert runner.recover_orphans(clock().timestamp()) == 0  # lease still valid
         clock.advance(seconds=31)
         assert runner.recover_orphans(clock().timestamp()) == 1
+        assert jobs.get_job(ref.id).state is JobState.QUEUED  # the retry backs off, as any
+        clock.advance(seconds=1)
         result = jobs.wait_for(ref.id)
     assert runs == [2] and result.completed.attempts == 2
     lost = result.completed.history[0]
