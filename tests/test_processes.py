@@ -194,6 +194,38 @@ def test_three_workers_run_each_of_2000_jobs_exactly_once(workers: Workers, app:
         assert f"worker {worker.owner()} stopped" in worker.output()
 
 
+def test_named_worker_keeps_enqueue_order_across_processes(workers: Workers, app: Flask) -> None:
+    started = [workers.start() for _ in range(2)]
+    for worker in started:
+        worker.wait_ready()
+    ids = [jobs.enqueue_command("record_serial").id for _ in range(150)]
+    wait_until(lambda: count_in_state(JobState.COMPLETED) == 150, timeout=40, interval=0.1)
+    runs = workers.run_lines()
+    assert [job_id for job_id, _ in runs] == ids  # one at a time, in order, whoever ran it
+    for worker in started:
+        assert worker.terminate() == 0, worker.output()
+
+
+def test_a_worker_restricted_to_named_workers_leaves_pool_jobs(
+    workers: Workers, app: Flask
+) -> None:
+    serial_only = workers.start("--worker", "serial")
+    serial_only.wait_ready()
+    pool_job = jobs.enqueue_command("record").id
+    serial_job = jobs.enqueue_command("record_serial").id
+    wait_until(lambda: jobs.get_job(serial_job).state is JobState.COMPLETED, timeout=20)
+    assert jobs.get_job(pool_job).state is JobState.QUEUED
+    pool = workers.start("--threads", "1")
+    pool.wait_ready()
+    wait_until(lambda: jobs.get_job(pool_job).state is JobState.COMPLETED, timeout=20)
+    assert {job_id: pid for job_id, pid in workers.run_lines()} == {
+        serial_job: serial_only.pid,
+        pool_job: pool.pid,
+    }
+    for worker in (serial_only, pool):
+        assert worker.terminate() == 0, worker.output()
+
+
 def test_worker_killed_during_a_drain_loses_no_job(workers: Workers, app: Flask) -> None:
     started = [workers.start(lease_seconds=1) for _ in range(3)]
     for worker in started:

@@ -468,3 +468,42 @@ def test_a_delayed_job_of_a_named_worker_holds_back_the_ones_behind_it(
         jobs.wait_for(later.id)
         jobs.wait_for(now.id)
     assert order == ["later", "now"]
+
+
+def test_one_extension_serves_two_apps_without_mixing_them(tmp_path: Any) -> None:
+    from flask import Flask, current_app
+
+    from flask_bgjobs import BackgroundJobs
+
+    jobs = BackgroundJobs()
+    seen: list[str] = []
+
+    @jobs.command
+    def which() -> str:
+        seen.append(current_app.name)
+        return current_app.name
+
+    apps = []
+    for name in ("first", "second"):
+        app = Flask(name, instance_path=str(tmp_path / name))
+        app.config.update(BGJOBS_AUTOSTART=False, BGJOBS_POLL_INTERVAL=0.01)
+        jobs.init_app(app)
+        apps.append(app)
+    refs = []
+    try:
+        for app in apps:
+            with app.app_context():
+                jobs.start()
+                refs.append(jobs.enqueue_command("which"))
+        results = []
+        for app, ref in zip(apps, refs, strict=True):
+            with app.app_context():
+                results.append(jobs.wait_for(ref.id).result)
+                assert jobs.settings().database_dir == tmp_path / app.name / "jobs"
+    finally:
+        for app in apps:
+            with app.app_context():
+                jobs.stop()
+                jobs.store().dispose()
+    assert results == ["first", "second"] and sorted(seen) == ["first", "second"]
+    assert refs[0].id == refs[1].id == 1  # two queues, each with its own ids

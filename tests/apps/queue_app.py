@@ -95,3 +95,9 @@ def slow(req: dict[str, Any] | None = None) -> dict[str, Any]:
     seconds = float(req.get("seconds", 0.5))
     time.sleep(seconds)
     return {"slept": seconds, "pid": os.getpid()}
+
+
+@jobs.command(name="record_serial", worker="serial")
+def record_serial() -> None:
+    """``record`` on the named worker ``serial``: one at a time, in enqueue order."""
+    record()
