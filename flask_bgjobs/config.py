@@ -27,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "BGJOBS_EAGER": False,
     "BGJOBS_AUTOSTART": True,
     "BGJOBS_MAX_LOG_BYTES": 256 * 1024,
+    "BGJOBS_NOTIFY_REPLY_TO": False,
     "BGJOBS_SQLITE_SYNCHRONOUS": "NORMAL",
     "BGJOBS_SQLITE_BUSY_TIMEOUT": 5.0,
 }
@@ -48,6 +49,7 @@ class Settings:
     eager: bool
     autostart: bool
     max_log_bytes: int
+    notify_reply_to: bool
     sqlite: SqliteOptions
 
     @classmethod
@@ -92,6 +94,7 @@ class Settings:
             eager=bool(value("eager")),
             autostart=bool(value("autostart")),
             max_log_bytes=_integer(value("max_log_bytes"), "MAX_LOG_BYTES", minimum=1024),
+            notify_reply_to=bool(value("notify_reply_to")),
             sqlite=sqlite,
         )
 

@@ -54,3 +54,14 @@ class JobTimeout(JobCancelled):
 
 class WorkerLostError(BgJobsError):
     """The process running a job died; recorded as the job's error once its lease lapsed."""
+
+
+class ApiJobError(BgJobsError):
+    """An API job's view answered with an error status (4xx or 5xx)."""
+
+    def __init__(self, endpoint: str, status: int, body: str) -> None:
+        self.endpoint = endpoint
+        self.status = status
+        self.body = body
+        shown = body if len(body) <= 500 else body[:499] + "…"
+        super().__init__(f"{endpoint} answered {status}: {shown}")

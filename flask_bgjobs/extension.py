@@ -10,15 +10,19 @@ import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from datetime import datetime
+from functools import partial
 from typing import Any, TypeVar, overload
 
 from flask import Flask, current_app
 
-from .clock import Clock, as_utc, utcnow
+from .api import call_view, check_endpoint
+from .clock import Clock, utcnow
 from .config import Settings, check_option
-from .errors import InvalidJobError, JobNotFoundError, UnknownCommandError
+from .errors import DuplicateRefIdError, JobNotFoundError, UnknownCommandError
 from .execution import Execution, Target
 from .models import BackgroundJob, JobRef, JobResult, JobState, JobSummary, RequestType
+from .notify import REPLY_TO_COMMAND, send_reply
+from .options import JobOptions, check_retry_limit, check_timeout, is_name
 from .outcomes import record
 from .records import NewJob, Outcome
 from .registry import Command, CommandFunc, CommandRegistry, check_signature
@@ -52,6 +56,7 @@ class BackgroundJobs:
 
     def __init__(self, app: Flask | None = None, *, clock: Clock | None = None, **options: Any):
         self.registry = CommandRegistry()
+        self.registry.add(Command(REPLY_TO_COMMAND, send_reply))
         self.clock: Clock = clock or utcnow
         self._options = options
         self._user_loader: Callable[[str], Any] | None = None
@@ -102,9 +107,9 @@ class BackgroundJobs:
 
         def register(func: F) -> F:
             check_signature(func)
-            _check_retry_limit(retry_limit)
-            _check_timeout(timeout)
-            check_option(worker, "worker", _is_name, "a non-empty string")
+            check_retry_limit(retry_limit)
+            check_timeout(timeout)
+            check_option(worker, "worker", is_name, "a non-empty string")
             self.registry.add(Command(name or func.__name__, func, worker, retry_limit, timeout))
             return func
 
@@ -146,67 +151,66 @@ class BackgroundJobs:
         reply_to: str | None = None,
         args: dict[str, str] | None = None,
         parent_id: int | None = None,
+        on_conflict: str = "raise",
     ) -> JobRef:
         """Persist a job that runs ``command`` with ``request``; return its :class:`JobRef`.
 
         The job is in ``jobs.db`` when this returns. Raises :class:`UnknownCommandError` for an
         unregistered command and :class:`InvalidJobError` for a request or option that cannot be
-        stored.
+        stored. With ``on_conflict="return_existing"``, a ``ref_id`` that exists already gives
+        the existing job's reference instead of :class:`DuplicateRefIdError`.
         """
         registered = self.registry.get(command)
         if registered.request_class is not None:
             registered.build_request(request)  # a request that does not fit fails here, not later
-        if callback is not None:
-            self.registry.get(callback)
-        text_options: tuple[tuple[Any, str], ...] = (
-            (tag, "tag"),
-            (created_by, "created_by"),
-            (batch_id, "batch_id"),
-            (reply_to, "reply_to"),
-            (worker, "worker"),
-            (ref_id, "ref_id"),
-        )
-        for value, name in text_options:
-            check_option(value, name, _is_name, "a non-empty string")
-        for value, name in ((depends_on, "depends_on"), (parent_id, "parent_id")):
-            check_option(value, name, _is_id, "a job id (a positive integer)")
-        check_option(args, "args", _is_str_dict, "a dict of str to str")
-        check_option(run_after, "run_after", lambda v: isinstance(v, datetime), "a datetime")
-        _check_retry_limit(retry_limit)
-        _check_timeout(timeout)
+        options = JobOptions(
+            worker=worker, callback=callback, depends_on=depends_on, user_id=user_id,
+            run_after=run_after, retry_limit=retry_limit, timeout=timeout, ref_id=ref_id,
+            tag=tag, created_by=created_by, batch_id=batch_id, reply_to=reply_to, args=args,
+            parent_id=parent_id, on_conflict=on_conflict,
+        )  # fmt: skip
+        options.check(self.registry)
         state = self._state()
-        settings = state.settings
-        now = self.now()
-        if retry_limit is None:
-            retry_limit = registered.retry_limit
-        if timeout is None:
-            timeout = registered.timeout
-        job = NewJob(
-            command=command,
-            request_type=RequestType.COMMAND.value,
-            request=to_json(_plain(request), "request"),
-            created_at=now,
-            run_after=as_utc(run_after).timestamp() if run_after is not None else now,
-            retry_limit=settings.retry_limit if retry_limit is None else retry_limit,
-            timeout=settings.timeout if timeout is None else timeout,
-            ref_id=ref_id,
-            parent_id=parent_id,
-            worker=worker or registered.worker,
-            tag=tag,
-            batch_id=batch_id,
-            callback=callback,
-            depends_on=depends_on,
-            created_by=created_by,
-            user_id=None if user_id is None else str(user_id),
-            reply_to=reply_to,
-            args=to_json(args or None, "args"),
-        )
-        return self._enqueue(job)
+        job = options.new_job(command, RequestType.COMMAND.value, to_json(_plain(request),
+                              "request"), state.settings, self.now(), registered)  # fmt: skip
+        return self._enqueue(job, options.on_conflict)
 
-    def _enqueue(self, job: NewJob) -> JobRef:
+    def enqueue_api(
+        self,
+        endpoint: str,
+        request: Any = None,
+        method: str = "POST",
+        view_args: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> JobRef:
+        """Persist a job that calls the view ``endpoint`` through the app's request pipeline.
+
+        The request context is built from the job (URL from the endpoint and ``view_args``,
+        ``method``, ``request`` as JSON body, or query string for GET/HEAD/DELETE). A 2xx
+        answer's JSON (or text) is the result; a 4xx/5xx fails the job with the status and body.
+        Takes the options of :meth:`enqueue_command`.
+        """
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        method = str(method).upper()
+        check_option(view_args, "view_args", lambda v: isinstance(v, dict), "a dict")
+        check_endpoint(app, endpoint, method, view_args or {})
+        checked = JobOptions(**options)
+        checked.check(self.registry)
+        extra = {"method": method, "view_args": view_args or None}
+        job = checked.new_job(endpoint, RequestType.API.value, to_json(_plain(request), "request"),
+                              self._state(app).settings, self.now(), extra=extra)  # fmt: skip
+        return self._enqueue(job, checked.on_conflict)
+
+    def _enqueue(self, job: NewJob, on_conflict: str = "raise") -> JobRef:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         state = self._state(app)
-        ref = state.store.enqueue(job)
+        try:
+            ref = state.store.enqueue(job)
+        except DuplicateRefIdError:
+            existing = state.store.summary_by_ref_id(job.ref_id or "")
+            if on_conflict != "return_existing" or existing is None:
+                raise
+            return JobRef(existing.id, existing.ref_id)
         job_enqueued.send(app, ref=ref, command=job.command)
         if state.settings.eager:
             self._run_eagerly(app, state, ref)
@@ -280,12 +284,37 @@ class BackgroundJobs:
         """Prepare the run of ``job``: what it calls, with its live state."""
         settings = self._state(app).settings
         target: Target
-        try:
-            command = self.registry.get(job.command)
-            target = _command_target(command)
-        except UnknownCommandError as error:
-            target = _failing_target(error)
+        if job.request_type == RequestType.API.value:
+            target = partial(call_view, self, app)
+        else:
+            try:
+                command = self.registry.get(job.command)
+                target = _command_target(command)
+            except UnknownCommandError as error:
+                target = _failing_target(error)
         return Execution(self, app, job, target, self.now, settings.max_log_bytes)
+
+    def follow_ups(self, app: Flask, outcome: Outcome) -> list[NewJob]:
+        """The jobs a completed job leads to: its callback, and its reply_to notification."""
+        job = outcome.job
+        settings = self._state(app).settings
+        made = []
+        if job.callback is not None:
+            options = JobOptions(parent_id=job.id, user_id=job.user_id, tag=job.tag,
+                                 batch_id=job.batch_id, created_by=job.created_by)  # fmt: skip
+            command = self.registry.get(job.callback)
+            made.append(options.new_job(job.callback, RequestType.COMMAND.value, outcome.result,
+                                        settings, outcome.ended_at, command,
+                                        extra={"callback_of": job.id}))  # fmt: skip
+        if job.reply_to is not None and settings.notify_reply_to:
+            # The notification reads the URL from this job when it runs: its secrets are not
+            # copied into another record.
+            options = JobOptions(parent_id=job.id, tag=job.tag, batch_id=job.batch_id)
+            request = to_json({"job_id": job.id}, "request")
+            notifier = self.registry.get(REPLY_TO_COMMAND)
+            made.append(options.new_job(REPLY_TO_COMMAND, RequestType.COMMAND.value, request,
+                                        settings, outcome.ended_at, notifier))  # fmt: skip
+        return made
 
     def now(self) -> float:
         """The injected clock's time, as epoch seconds."""
@@ -351,10 +380,21 @@ class BackgroundJobs:
         command: str | None = None,
         tag: str | None = None,
         limit: int = 50,
+        *,
+        batch_id: str | None = None,
+        created_by: str | None = None,
+        user_id: Any = None,
+        parent_id: int | None = None,
+        depends_on: int | None = None,
+        args: dict[str, str] | None = None,
     ) -> list[JobSummary]:
-        """Summaries of the newest jobs, optionally filtered."""
+        """Summaries of the newest jobs, filtered by any of the given values."""
         wanted = JobState(state) if state is not None else None
-        return self._state().store.list_summaries(wanted, command, tag, limit)
+        return self._state().store.list_summaries(
+            wanted, limit, args, command=command, tag=tag, batch_id=batch_id,
+            created_by=created_by, user_id=None if user_id is None else str(user_id),
+            parent_id=parent_id, depends_on=depends_on,
+        )  # fmt: skip
 
     def progress_of(self, result: JobResult) -> float | None:
         """A job's progress from 0 to 1: its own report, else an estimate from past durations.
@@ -418,7 +458,7 @@ class BackgroundJobs:
             message = f"job {job_id} was cancelled before it started"
             outcome = Outcome(taken, JobState.CANCELLED, self.now(), error_type="JobCancelled",
                               error_message=message)  # fmt: skip
-            record(app, self, state.store, [outcome])
+            record(app, self, state.store, [outcome], owner)
             return True
         if taken and state.runner is not None:
             state.runner.stop_job(job_id, "cancelled")
@@ -485,38 +525,3 @@ def _plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     return value
-
-
-def _is_name(value: Any) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= 200
-
-
-def _is_id(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def _is_str_dict(value: Any) -> bool:
-    return isinstance(value, dict) and all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    )
-
-
-def _check_retry_limit(value: Any) -> None:
-    check_option(
-        value,
-        "retry_limit",
-        lambda v: _is_id(v) or (v == 0 and not isinstance(v, bool)),
-        "a whole number of at least 0",
-    )
-
-
-def _check_timeout(value: Any) -> None:
-    check_option(
-        value,
-        "timeout",
-        lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
-        "a positive number of seconds",
-    )
-
-
-__all__ = ["BackgroundJobs", "InvalidJobError"]

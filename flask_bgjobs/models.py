@@ -10,8 +10,12 @@ from typing import Any
 
 
 class JobState(str, enum.Enum):
-    """Every state a job can be in: queued → started → completed | failed | cancelled."""
+    """Every state a job can be in: queued → started → completed | failed | cancelled.
 
+    ``waiting``: queued behind its parent (``depends_on``), not startable until it completes.
+    """
+
+    WAITING = "waiting"
     QUEUED = "queued"
     STARTED = "started"
     COMPLETED = "completed"
@@ -77,8 +81,10 @@ class JobSummary:
     tag: str | None = None
     batch_id: str | None = None
     parent_id: int | None = None
+    depends_on: int | None = None
     created_by: str | None = None
     user_id: str | None = None
+    args: dict[str, str] = field(default_factory=dict)
     attempts: int = 0
     started_at: float | None = None
     completed_at: float | None = None

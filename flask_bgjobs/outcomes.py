@@ -80,14 +80,49 @@ def outcome_of(execution: Execution, settings: Settings, owner: str) -> Outcome:
 
 
 def record(
-    app: Flask, extension: BackgroundJobs, store: JobStore, outcomes: Sequence[Outcome]
+    app: Flask,
+    extension: BackgroundJobs,
+    store: JobStore,
+    outcomes: Sequence[Outcome],
+    owner: str,
 ) -> list[Outcome]:
-    """Store ``outcomes``, then send their signals and wake ``wait_for`` callers."""
-    applied = store.finish(outcomes) if outcomes else []
-    for outcome in applied:
-        announce(app, outcome)
+    """Store ``outcomes`` and what follows from them, then send signals and wake waiters.
+
+    What follows: the jobs that waited for a job that failed for good or was cancelled are
+    cancelled in turn (recursively); a callback that failed for good fails the job it was the
+    callback of.
+    """
+    applied: list[Outcome] = []
+    pending = list(outcomes)
+    while pending:
+        now = extension.now()
+        finished = store.finish(pending, owner, now)
+        applied += finished.applied
+        for outcome in finished.applied:
+            announce(app, outcome)
+            if outcome.state is JobState.FAILED:
+                _fail_callback_parent(app, store, outcome)
+        pending = [
+            Outcome(job, JobState.CANCELLED, now, error_type="JobCancelled", error_message=why)
+            for job, why in finished.doomed
+        ]
     extension.notify_finished()
     return applied
+
+
+def _fail_callback_parent(app: Flask, store: JobStore, outcome: Outcome) -> None:
+    parent = outcome.job.options.get("callback_of")
+    if not isinstance(parent, int):
+        return
+    message = f"its callback {outcome.job.command!r} (job {outcome.job.id}) failed: "
+    failed = store.fail_completed(
+        parent, outcome.error_type, message + (outcome.error_message or "")
+    )
+    if failed is not None:
+        try:
+            job_failed.send(app, job=failed, error=failed.error_message)
+        except Exception:
+            logger.exception("a receiver of a flask_bgjobs signal failed (job %s)", parent)
 
 
 def announce(app: Flask, outcome: Outcome) -> None:

@@ -63,6 +63,7 @@ class Outcome:
     run_after: float | None = None
     worker_process: str | None = None
     live: dict[str, Any] = field(default_factory=dict)  # progress, status, logs at the end
+    follow_ups: list[NewJob] = field(default_factory=list)  # enqueued if the job completed
 
     @property
     def duration(self) -> float | None:
@@ -128,6 +129,7 @@ def to_record(cls: type[R], fields: Sequence[str], row: Sequence[Any]) -> R:
 def summary_of(row: Any) -> JobSummary:
     values = {name: getattr(row, name) for name in SUMMARY_FIELDS}
     values["state"] = JobState(values["state"])
+    values["args"] = from_json(values["args"]) or {}
     return JobSummary(**values)
 
 

@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING
 from flask import Flask
 
 from .config import Settings, host_pid
-from .errors import WorkerLostError
+from .errors import BgJobsError, WorkerLostError
 from .execution import Execution, Lane
 from .models import BackgroundJob, JobState
-from .outcomes import failed_attempt, outcome_of, record
+from .outcomes import describe, failed_attempt, outcome_of, record
 from .records import LiveState, Outcome
 from .signals import job_started
 from .store import ChangeWatcher, JobStore
@@ -302,13 +302,27 @@ class Runner:
             if execution.stop_reason == "shutdown" and execution.error is not None:
                 handed_back.append(execution.job)  # stopped by our shutdown: not its fault
             else:
-                outcomes.append(outcome_of(execution, self.settings, self.owner))
+                outcomes.append(self._with_follow_ups(outcome_of(execution, self.settings,
+                                                                 self.owner)))  # fmt: skip
         if handed_back:
             self.store.release(handed_back)
-        record(self.app, self.extension, self.store, outcomes)
+        record(self.app, self.extension, self.store, outcomes, self.owner)
         for execution in batch:
             self._forget(execution)
         self._wake.set()
+
+    def _with_follow_ups(self, outcome: Outcome) -> Outcome:
+        """Attach the jobs a completed job leads to (callback, reply_to notification)."""
+        if outcome.state is not JobState.COMPLETED:
+            return outcome
+        try:
+            outcome.follow_ups = self.extension.follow_ups(self.app, outcome)
+        except BgJobsError as error:  # e.g. its callback command is no longer registered
+            error_type, message = describe(error)
+            return Outcome(outcome.job, JobState.FAILED, outcome.ended_at, error_type=error_type,
+                           error_message=message, worker_process=self.owner,
+                           live=outcome.live)  # fmt: skip
+        return outcome
 
     def _forget(self, execution: Execution) -> None:
         with self._lock:
@@ -391,14 +405,16 @@ class Runner:
             self.stop_job(job_id, reason)
 
     def settle_cancelled(self) -> list[Outcome]:
-        """Finish as cancelled the queued jobs that were asked to stop."""
+        """Cancel queued jobs that were asked to stop, and jobs whose parent will never complete;
+        release the jobs whose parent completed (a sweep: each is normally done at once)."""
         now = self._now()
-        jobs = self.store.take_cancelled(self.owner, now)
+        taken = [(job, f"job {job.id} was cancelled before it started")
+                 for job in self.store.take_cancelled(self.owner, now)]  # fmt: skip
+        taken += self.store.settle_waiting(self.owner, now)
         return record(self.app, self.extension, self.store, [
-            Outcome(job, JobState.CANCELLED, now, error_type="JobCancelled",
-                    error_message=f"job {job.id} was cancelled before it started")
-            for job in jobs
-        ])  # fmt: skip
+            Outcome(job, JobState.CANCELLED, now, error_type="JobCancelled", error_message=why)
+            for job, why in taken
+        ], self.owner)  # fmt: skip
 
     def stop_job(self, job_id: int, reason: str = "cancelled") -> bool:
         """Ask the job to stop if it runs in this process."""
@@ -429,7 +445,7 @@ class Runner:
                 moved += self.store.complete_move(job, found)
                 continue
             outcomes.append(self._orphan_outcome(job, now, lost_owner))
-        record(self.app, self.extension, self.store, outcomes)
+        record(self.app, self.extension, self.store, outcomes, self.owner)
         recovered = moved + len(outcomes)
         if recovered:
             logger.warning("flask_bgjobs recovered %d job(s) of lost worker processes", recovered)

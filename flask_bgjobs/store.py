@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from .clock import Clock
-from .errors import DuplicateRefIdError, JobNotFoundError, JobStateError
+from .errors import DuplicateRefIdError, InvalidJobError, JobNotFoundError, JobStateError
 from .models import (
     Attempt,
     BackgroundJob,
@@ -55,10 +55,17 @@ from .sqlite import Database, MonthlyDatabase, SqliteOptions, WriteTx, months_be
 from .tables import HISTORY_SCHEMA, QUEUE_SCHEMA, background_job, job_summary
 
 _QUEUE_COLS = ", ".join(QUEUE_FIELDS)
+_FILTERABLE = ("command", "tag", "batch_id", "created_by", "user_id", "parent_id", "depends_on")
 _HISTORY_COLS = ", ".join(HISTORY_FIELDS)
 # Writes about a run apply only while the run still holds its job: same attempt, same owner.
 _FENCE = "id = ? AND attempts = ? AND lease_owner IS ?"
 _CANCEL_LEASE = 60.0  # seconds a cancelling process holds a job it took from the queue
+# Dependents that will never run (their parent failed or was cancelled), taken to be cancelled.
+_TAKE_DOOMED = (
+    "UPDATE background_job SET state = 'started', lease_owner = :owner, "
+    "lease_expires_at = :expires, started_at = NULL, cancel_requested = :reason "
+    "WHERE state = 'waiting' AND {which} RETURNING " + _QUEUE_COLS
+)
 _TAKE_FOR_CANCEL = (
     "UPDATE background_job SET state = 'started', lease_owner = :owner, "
     "lease_expires_at = :expires, started_at = NULL, cancel_requested = 'cancelled' "
@@ -71,7 +78,7 @@ _HISTORY_INSERT = {
 }
 _SUMMARY_INSERT_FIELDS = (
     "ref_id", "command", "request_type", "created_at", "worker", "tag", "batch_id", "parent_id",
-    "created_by", "user_id",
+    "depends_on", "created_by", "user_id", "args",
 )  # fmt: skip
 _QUEUE_INSERT_FIELDS = (
     "id", "ref_id", "parent_id", "worker", "tag", "batch_id", "callback", "depends_on",
@@ -84,7 +91,7 @@ _ENQUEUE_SUMMARY = (
 )
 _ENQUEUE_QUEUE = (
     f"INSERT INTO background_job ({', '.join(_QUEUE_INSERT_FIELDS)}, state, attempts) "
-    f"VALUES ({', '.join(':' + f for f in _QUEUE_INSERT_FIELDS)}, 'queued', 0)"
+    f"VALUES ({', '.join(':' + f for f in _QUEUE_INSERT_FIELDS)}, :state, 0)"
 )
 _CLAIM_STARTED = (
     "state = 'started', attempts = attempts + 1, started_at = :now, lease_owner = :owner, "
@@ -127,18 +134,13 @@ class JobStore:
     # -- enqueue and claim ---------------------------------------------------------------------
 
     def enqueue(self, job: NewJob) -> JobRef:
-        """Persist ``job`` (summary and queue row in one transaction) and return its reference."""
-        ref_id = job.ref_id or uuid.uuid4().hex
-        try:
-            with self.queue.write() as tx:
-                row = {**vars(job), "ref_id": ref_id, "history": None}
-                row["id"] = tx.execute(_ENQUEUE_SUMMARY, row).lastrowid
-                tx.execute(_ENQUEUE_QUEUE, row)
-        except sqlite3.IntegrityError as error:
-            if "ref_id" in str(error):
-                raise DuplicateRefIdError(f"a job with ref_id {ref_id!r} already exists") from None
-            raise
-        return JobRef(row["id"], ref_id)
+        """Persist ``job`` (summary and queue row in one transaction) and return its reference.
+
+        A job with ``depends_on`` waits until its parent completes; a parent that does not
+        exist is refused with :class:`InvalidJobError`.
+        """
+        with self.queue.write() as tx:
+            return _insert_job(tx, job)
 
     def claim(
         self,
@@ -197,12 +199,15 @@ class JobStore:
 
     # -- finishing runs --------------------------------------------------------------------------
 
-    def finish(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
-        """Record how a batch of runs ended; return the outcomes that took effect.
+    def finish(self, outcomes: Sequence[Outcome], owner: str, now: float) -> Finished:
+        """Record how a batch of runs ended.
 
         Final outcomes move to their month's file, then leave the queue; retries go back to the
         queue. An outcome whose job was meanwhile taken over by another process (its lease owner
-        or attempt changed) is ignored.
+        or attempt changed) is ignored. In the same transaction as the queue changes: the jobs
+        waiting for a completed job become ready, follow-up jobs (callbacks) are enqueued, and
+        the jobs waiting for a job that failed for good or was cancelled (or for the failed
+        attempt that enqueued them) are taken by ``owner``, for the caller to cancel.
         """
         finals = self._still_held([o for o in outcomes if o.state is not JobState.QUEUED])
         by_month: dict[str, list[Outcome]] = defaultdict(list)
@@ -211,14 +216,59 @@ class JobStore:
         for month, group in sorted(by_month.items()):
             self._write_history(month, group)
         kept = {id(outcome) for outcome in finals}
+        doomed: list[tuple[BackgroundJob, str]] = []
+        take = {"owner": owner, "expires": now + _CANCEL_LEASE}
         with self.queue.write() as tx:
             applied = [
                 outcome for outcome in outcomes
                 if (outcome.state is JobState.QUEUED or id(outcome) in kept)
                 and self._apply(tx, outcome)
             ]  # fmt: skip
+            for outcome in applied:
+                job = outcome.job
+                if outcome.state is JobState.COMPLETED:
+                    tx.execute(
+                        "UPDATE background_job SET state = 'queued' "
+                        "WHERE state = 'waiting' AND depends_on = ?",
+                        (job.id,),
+                    )
+                    for follow_up in outcome.follow_ups:
+                        _insert_job(tx, follow_up)
+                    continue
+                if outcome.state is JobState.QUEUED:
+                    which = (
+                        "depends_on = :parent AND json_extract(options, '$.parent_attempt') = :n"
+                    )
+                    reason = f"attempt {job.attempts} of job {job.id}, which enqueued it, failed"
+                else:
+                    which = "depends_on = :parent"
+                    reason = f"job {job.id}, which it depends on, {outcome.state.value}"
+                rows = tx.execute(
+                    _TAKE_DOOMED.format(which=which),
+                    {**take, "parent": job.id, "n": job.attempts, "reason": reason},
+                ).fetchall()
+                doomed += [(to_record(BackgroundJob, QUEUE_FIELDS, r), reason) for r in rows]
             _update_stats(tx, applied)
-        return applied
+        return Finished(applied, doomed)
+
+    def settle_waiting(self, owner: str, now: float) -> list[tuple[BackgroundJob, str]]:
+        """Release waiting jobs whose parent completed; take those whose parent failed for good
+        or was cancelled, for the caller to cancel. A sweep after anything that went wrong."""
+        with self.queue.write() as tx:
+            tx.execute(
+                "UPDATE background_job SET state = 'queued' WHERE state = 'waiting' AND "
+                "depends_on IN (SELECT id FROM job_summary WHERE state = 'completed')"
+            )
+            rows = tx.execute(
+                _TAKE_DOOMED.format(which=(
+                    "depends_on IN (SELECT id FROM job_summary "
+                    "WHERE state IN ('failed', 'cancelled'))"
+                )),
+                {"owner": owner, "expires": now + _CANCEL_LEASE,
+                 "reason": "the job it depends on failed or was cancelled"},
+            ).fetchall()  # fmt: skip
+        reason = "the job it depends on failed or was cancelled"
+        return [(to_record(BackgroundJob, QUEUE_FIELDS, row), reason) for row in rows]
 
     def _still_held(self, outcomes: list[Outcome]) -> list[Outcome]:
         """The outcomes whose run still holds its job: a process that lost its lease (it was
@@ -398,6 +448,32 @@ class JobStore:
             }).fetchall()  # fmt: skip
         return [to_record(BackgroundJob, QUEUE_FIELDS, row) for row in rows]
 
+    def fail_completed(self, job_id: int, error_type: str | None, message: str) -> FailedJob | None:
+        """Turn a completed job into a failed one (its callback failed for good)."""
+        summary = self.summary(job_id)
+        if summary is None or summary.state is not JobState.COMPLETED or not summary.month:
+            return None
+        with self.history.write(summary.month) as tx:
+            tx.execute(
+                f"INSERT OR REPLACE INTO failed_job ({_HISTORY_COLS}) "
+                f"SELECT {_HISTORY_COLS} FROM completed_job WHERE id = ?",
+                (job_id,),
+            )
+            tx.execute(
+                "UPDATE failed_job SET state = 'failed', error_type = ?, error_message = ? "
+                "WHERE id = ?",
+                (error_type, message, job_id),
+            )
+            tx.execute("DELETE FROM completed_job WHERE id = ?", (job_id,))
+        with self.queue.write() as tx:
+            tx.execute(
+                "UPDATE job_summary SET state = 'failed', error_type = ?, error_message = ? "
+                "WHERE id = ?",
+                (error_type, short(message), job_id),
+            )
+        found = self._history_record(summary.month, job_id, JobState.FAILED)
+        return found if isinstance(found, FailedJob) else None
+
     def requeue(self, job_id: int, now: float) -> JobRef:
         """Put a failed or cancelled job back in the queue under the same id and summary."""
         summary = self.summary(job_id)
@@ -421,6 +497,7 @@ class JobStore:
         try:
             with self.queue.write() as tx:
                 row = {**vars(again), "id": job_id, "history": history_json(history)}
+                row["state"] = _initial_state(tx, again.depends_on)
                 tx.execute(_ENQUEUE_QUEUE, row)
                 tx.execute(
                     "UPDATE job_summary SET state = 'queued', attempts = 0, started_at = NULL, "
@@ -439,6 +516,11 @@ class JobStore:
         return JobRef(job_id, record.ref_id)
 
     # -- reading -----------------------------------------------------------------------------------
+
+    def summary_by_ref_id(self, ref_id: str) -> JobSummary | None:
+        with self.queue.read() as conn:
+            row = conn.execute(select(job_summary).where(job_summary.c.ref_id == ref_id)).first()
+        return None if row is None else summary_of(row)
 
     def summary(self, job_id: int) -> JobSummary | None:
         with self.queue.read() as conn:
@@ -472,11 +554,16 @@ class JobStore:
     def list_summaries(
         self,
         state: JobState | None = None,
-        command: str | None = None,
-        tag: str | None = None,
         limit: int = 50,
+        args: dict[str, str] | None = None,
+        **equal: Any,
     ) -> list[JobSummary]:
-        """Summaries, newest first, their state taken from the queue while the job is in it."""
+        """Summaries, newest first, their state taken from the queue while the job is in it.
+
+        ``equal`` filters on summary columns (``command``, ``tag``, ``batch_id``, ``created_by``,
+        ``user_id``, ``parent_id``, ``depends_on``); ``args`` keeps jobs whose args include
+        every given key and value.
+        """
         live_state = background_job.c.state
         query = (
             select(
@@ -489,14 +576,17 @@ class JobStore:
             .order_by(job_summary.c.id.desc())
             .limit(limit)
         )
-        if state in (JobState.QUEUED, JobState.STARTED):
+        if state in (JobState.QUEUED, JobState.STARTED, JobState.WAITING):
             query = query.where(live_state == state.value)
         elif state is not None:
             query = query.where(job_summary.c.state == state.value)
-        if command is not None:
-            query = query.where(job_summary.c.command == command)
-        if tag is not None:
-            query = query.where(job_summary.c.tag == tag)
+        for name, value in equal.items():
+            if name not in _FILTERABLE:
+                raise ValueError(f"cannot filter jobs by {name!r}; by: {', '.join(_FILTERABLE)}")
+            if value is not None:
+                query = query.where(job_summary.c[name] == value)
+        for key, value in (args or {}).items():
+            query = query.where(func.json_extract(job_summary.c.args, f'$."{key}"') == value)
         with self.queue.read() as conn:
             rows = conn.execute(query).all()
         summaries = []
@@ -535,6 +625,39 @@ class JobStore:
                 "SELECT avg_duration FROM command_stats WHERE command = ?", (command,)
             ).scalar()
         return None if value is None else float(value)
+
+
+def _insert_job(tx: WriteTx, job: NewJob) -> JobRef:
+    """Insert the summary and queue rows of a new job (in the caller's transaction)."""
+    ref_id = job.ref_id or uuid.uuid4().hex
+    row = {**vars(job), "ref_id": ref_id, "history": None}
+    row["state"] = _initial_state(tx, job.depends_on)
+    try:
+        row["id"] = tx.execute(_ENQUEUE_SUMMARY, row).lastrowid
+    except sqlite3.IntegrityError as error:
+        if "ref_id" in str(error):
+            raise DuplicateRefIdError(f"a job with ref_id {ref_id!r} already exists") from None
+        raise
+    tx.execute(_ENQUEUE_QUEUE, row)
+    return JobRef(row["id"], ref_id)
+
+
+def _initial_state(tx: WriteTx, parent: int | None) -> str:
+    """``queued``, or ``waiting`` while the job's parent has not completed."""
+    if parent is None:
+        return "queued"
+    found = tx.execute("SELECT state FROM job_summary WHERE id = ?", (parent,)).fetchone()
+    if found is None:
+        raise InvalidJobError(f"depends_on={parent}: no job has this id")
+    return "queued" if found[0] == "completed" else "waiting"
+
+
+@dataclass
+class Finished:
+    """What :meth:`JobStore.finish` did: the outcomes applied, the dependents to cancel."""
+
+    applied: list[Outcome]
+    doomed: list[tuple[BackgroundJob, str]]
 
 
 @dataclass

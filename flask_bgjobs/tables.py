@@ -63,6 +63,7 @@ Index(
     "ix_background_job_claim", background_job.c.worker, background_job.c.state, background_job.c.id
 )
 Index("ix_background_job_lease", background_job.c.lease_owner)
+Index("ix_background_job_depends_on", background_job.c.depends_on)
 # When the next delayed job is due. Claims must keep to the claim index: they write
 # `+run_after` so that the planner cannot pick this one and sort.
 Index("ix_background_job_due", background_job.c.state, background_job.c.run_after)
@@ -81,8 +82,10 @@ job_summary = Table(
     Column("tag", Text),
     Column("batch_id", Text),
     Column("parent_id", Integer),
+    Column("depends_on", Integer),
     Column("created_by", Text),
     Column("user_id", Text),
+    Column("args", Text),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Column("started_at", Float),
     Column("completed_at", Float),
@@ -94,6 +97,10 @@ job_summary = Table(
 )
 Index("ix_job_summary_state", job_summary.c.state, job_summary.c.id)
 Index("ix_job_summary_command", job_summary.c.command, job_summary.c.id)
+Index("ix_job_summary_tag", job_summary.c.tag)
+Index("ix_job_summary_batch", job_summary.c.batch_id)
+Index("ix_job_summary_parent", job_summary.c.parent_id)
+Index("ix_job_summary_depends_on", job_summary.c.depends_on)
 
 worker_process = Table(
     "worker_process",

@@ -36,6 +36,7 @@ def test_enqueue_persists_every_option_before_returning(make_app: Any, clock: Ma
 
     run_after = datetime(2026, 3, 16, 9, 30, tzinfo=timezone.utc)
     with app.app_context():
+        parent = jobs.enqueue_command("notify")
         ref = jobs.enqueue_command(
             "send",
             {"to": "a@example.org", "n": [1, 2]},
@@ -48,8 +49,8 @@ def test_enqueue_persists_every_option_before_returning(make_app: Any, clock: Ma
             batch_id="b1",
             reply_to="https://example.org/hook",
             args={"k": "v"},
-            parent_id=1,
-            depends_on=1,
+            parent_id=parent.id,
+            depends_on=parent.id,
         )
         # Nothing runs (no runner): the row is on disk, read with plain sqlite3.
         path = jobs.settings().database_dir / "jobs.db"
@@ -60,12 +61,13 @@ def test_enqueue_persists_every_option_before_returning(make_app: Any, clock: Ma
             (ref.id,),
         ).fetchone()
         raw.close()
-        assert row == ("send", "queued", "order-7", "mail", 5, 12.0)
+        # It waits for its parent (depends_on) to complete.
+        assert row == ("send", "waiting", "order-7", "mail", 5, 12.0)
 
         result = jobs.get_job(ref.id)
         assert result is not None and result.queued is not None
         job = result.queued
-        assert (result.state, result.job) == (JobState.QUEUED, job)
+        assert (result.state, result.job) == (JobState.WAITING, job)
         assert job.request == {"to": "a@example.org", "n": [1, 2]}
         assert (job.callback, job.user_id, job.tag, job.created_by, job.batch_id) == (
             "notify",
@@ -77,8 +79,8 @@ def test_enqueue_persists_every_option_before_returning(make_app: Any, clock: Ma
         assert (job.reply_to, job.args, job.parent_id, job.depends_on) == (
             "https://example.org/hook",
             {"k": "v"},
-            1,
-            1,
+            parent.id,
+            parent.id,
         )
         assert job.run_after == run_after.timestamp()
         assert job.created_at == clock().timestamp()

@@ -198,7 +198,7 @@ def test_a_stale_owner_cannot_finish_a_job_taken_over(make_app: Any, clock: Manu
         # The paused process wakes up and reports its (old) run: ignored.
         late = Outcome(stale, JobState.FAILED, clock().timestamp(), error_type="Late",
                        error_message="too late")  # fmt: skip
-        assert store.finish([late]) == []
+        assert store.finish([late], "paused:1:a", clock().timestamp()).applied == []
         again = jobs.get_job(ref.id)
     assert result.state is JobState.COMPLETED and result.result == "second run"
     assert again.state is JobState.COMPLETED and again.result == "second run"
