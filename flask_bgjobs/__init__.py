@@ -1,7 +1,10 @@
 """Durable background jobs and scheduled tasks for Flask, on SQLite files only."""
 
+from .callbacks import ReplyToError as ReplyToError
+from .callbacks import send_json_callback as send_json_callback
 from .clock import ManualClock as ManualClock
 from .context import current_job as current_job
+from .errors import ApiJobError as ApiJobError
 from .errors import BgJobsError as BgJobsError
 from .errors import DatabaseBusyError as DatabaseBusyError
 from .errors import DuplicateRefIdError as DuplicateRefIdError

@@ -221,17 +221,30 @@ class BackgroundJobs:
         return ref
 
     def _run_eagerly(self, app: Flask, state: _AppState, ref: JobRef) -> None:
+        """Run the job (and its retries) now, then every job that became ready meanwhile:
+        its callbacks, notifications and dependents."""
         runner = self._eager_runner(app, state)
+        lease = state.settings.lease_seconds
         while True:
-            job = state.store.claim_id(
-                ref.id, runner.owner, self.now(), state.settings.lease_seconds
-            )
+            job = state.store.claim_id(ref.id, runner.owner, self.now(), lease)
             if job is None:
+                break
+            self._run_inline(app, runner, job)
+        while True:
+            claimed = state.store.claim(runner.owner, {None: 100}, self.now(), lease,
+                                        all_workers=True)  # fmt: skip
+            ready = sorted((job for jobs in claimed.jobs.values() for job in jobs),
+                           key=lambda job: job.id)  # fmt: skip
+            if not ready:
                 return
-            execution = self.execution_for(app, job)
-            job_started.send(app, job=job)
-            execution.run()
-            runner.complete_once([execution])
+            for job in ready:
+                self._run_inline(app, runner, job)
+
+    def _run_inline(self, app: Flask, runner: Runner, job: BackgroundJob) -> None:
+        execution = self.execution_for(app, job)
+        job_started.send(app, job=job)
+        execution.run()
+        runner.complete_once([execution])
 
     def _eager_runner(self, app: Flask, state: _AppState) -> Runner:
         with state.lock:
@@ -464,12 +477,20 @@ class BackgroundJobs:
             state.runner.stop_job(job_id, "cancelled")
         return taken
 
-    def requeue_job(self, job_id: int) -> JobRef:
-        """Put a failed or cancelled job back in the queue under the same id."""
+    def requeue_job(self, job_id: int, dependents: bool = False) -> JobRef:
+        """Put a failed or cancelled job back in the queue under the same id.
+
+        The jobs that were cancelled because they depended on it stay cancelled, unless
+        ``dependents=True``: then they are requeued too (recursively) and wait for it again.
+        """
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         state = self._state(app)
         ref = state.store.requeue(job_id, self.now())
         job_enqueued.send(app, ref=ref, command=None, requeued=True)
+        if dependents:
+            for child in state.store.list_summaries(JobState.CANCELLED, 1_000_000,
+                                                    depends_on=job_id):  # fmt: skip
+                self.requeue_job(child.id, dependents=True)
         if state.runner is not None:
             state.runner.wake()
         elif state.settings.eager:

@@ -56,7 +56,8 @@ def failed_attempt(
     """A failed attempt: a retry after the backoff while attempts remain, else a failure."""
     limit = job.retry_limit if job.retry_limit is not None else settings.retry_limit
     if retryable and job.attempts <= limit:
-        run_after = ended_at + backoff(settings, job.attempts)
+        # Eager mode (users' tests) retries at once rather than after a real backoff.
+        run_after = ended_at + (0.0 if settings.eager else backoff(settings, job.attempts))
         return Outcome(job, JobState.QUEUED, ended_at, run_after=run_after, **details)
     return Outcome(job, JobState.FAILED, ended_at, **details)
 
