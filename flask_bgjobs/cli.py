@@ -13,6 +13,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from .callbacks import redact_reply_to
 from .errors import BgJobsError
 from .models import JobState, to_datetime
 
@@ -128,6 +129,8 @@ def show_command(job_id: int, as_json: bool) -> None:
     if record is not None:
         fields.update({k: v for k, v in asdict(record).items() if k != "future"})
     fields["state"] = result.state.value
+    if fields.get("reply_to"):
+        fields["reply_to"] = redact_reply_to(fields["reply_to"])  # never print its credentials
     if as_json:
         click.echo(json.dumps(fields, default=str, indent=2))
         return

@@ -11,6 +11,8 @@ import pytest
 
 from flask_bgjobs import ManualClock
 
+pytest_plugins = ["tests.hooks"]
+
 if TYPE_CHECKING:
     from flask import Flask
 

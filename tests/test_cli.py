@@ -409,3 +409,23 @@ def test_commands_need_the_extension(tmp_path: Path) -> None:
     result = app.test_cli_runner().invoke(args=["jobs", "list"])
     assert result.exit_code == 1
     assert "this app has no BackgroundJobs" in result.output
+
+
+def test_show_never_prints_reply_to_credentials(tmp_path: Path) -> None:
+    from flask import Flask
+
+    from flask_bgjobs import BackgroundJobs
+
+    app = Flask("showapp", instance_path=str(tmp_path / "show"))
+    app.config["BGJOBS_AUTOSTART"] = False
+    jobs = BackgroundJobs(app)
+    jobs.command(lambda: None, name="x")
+    with app.app_context():
+        ref = jobs.enqueue_command("x", reply_to="user:hunter2@https://example.org/hook")
+    runner = app.test_cli_runner()
+    for extra in ([], ["--json"]):
+        result = runner.invoke(args=["jobs", "show", str(ref.id), *extra])
+        assert result.exit_code == 0, result.output
+        assert "hunter2" not in result.output and "example.org/hook" in result.output
+    with app.app_context():
+        jobs.store().dispose()

@@ -226,6 +226,24 @@ def test_a_worker_restricted_to_named_workers_leaves_pool_jobs(
         assert worker.terminate() == 0, worker.output()
 
 
+def test_a_delayed_job_starts_on_time_in_another_process(workers: Workers, app: Flask) -> None:
+    from datetime import timedelta
+
+    from flask_bgjobs.clock import utcnow
+
+    # It notices the new job at its next poll (0.5 s), then sleeps until the job is due rather
+    # than to its next poll: it starts on time, not up to half a second late.
+    worker = workers.start(poll_interval=0.5)
+    worker.wait_ready()
+    due = utcnow() + timedelta(seconds=1)
+    ref = jobs.enqueue_command("record", run_after=due)
+    result = jobs.wait_for(ref.id, timeout=15)
+    started = result.completed.started_at
+    assert result.state is JobState.COMPLETED
+    assert due.timestamp() <= started < due.timestamp() + 0.2
+    assert worker.terminate() == 0, worker.output()
+
+
 def test_worker_killed_during_a_drain_loses_no_job(workers: Workers, app: Flask) -> None:
     started = [workers.start(lease_seconds=1) for _ in range(3)]
     for worker in started:
