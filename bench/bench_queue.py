@@ -62,7 +62,7 @@ from flask import Flask
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # queue_app
-from queue_app import STARTS, create_app
+from queue_app import GATE, STARTS, create_app
 
 from flask_bgjobs import BackgroundJobs
 from flask_bgjobs.sqlite import Database, SqliteOptions
@@ -109,6 +109,7 @@ class Config:
     e2e_jobs: int
     samples: int  # latency samples of each kind a round
     limit: float  # seconds a phase may take before it counts as a timeout
+    fan_out: int = 1_000  # dependents of one parent in (7)
 
 
 # -- bounding time --------------------------------------------------------------------------------
@@ -361,6 +362,31 @@ def end_to_end(cfg: Config, folder: Path, put: Put, watchdog: Watchdog) -> None:
         close_app(app, probe, watchdog)
 
 
+def fan_out(cfg: Config, folder: Path, put: Put, watchdog: Watchdog) -> None:
+    """(7) one parent, ``cfg.fan_out`` dependents: from the parent's completion to the last."""
+    app, jobs, probe = open_app(folder)
+    try:
+        with app.app_context():
+            GATE.clear()
+            jobs.start()
+            with watchdog.phase("fan-out", cfg.limit) as phase:
+                parent = jobs.enqueue_command("gate")
+                for _ in range(cfg.fan_out):
+                    jobs.enqueue_command("noop", {}, depends_on=parent.id)
+                    phase.check()
+                GATE.set()
+                probe.wait_drained(cfg.fan_out + 1, phase)
+            probe.check_completed(cfg.fan_out + 1)
+            first, last = probe.conn.execute(
+                "SELECT (SELECT completed_at FROM job_summary WHERE id = ?), "
+                "MAX(completed_at) FROM job_summary WHERE id != ?",
+                (parent.id, parent.id),
+            ).fetchone()
+            put("fan_out", last - first)
+    finally:
+        close_app(app, probe, watchdog)
+
+
 def latency_in_process(jobs: BackgroundJobs, count: int, phase: Phase) -> list[float]:
     samples = []
     for _ in range(count):
@@ -554,6 +580,7 @@ def run_round(index: int, cfg: Config, base: Path, results: Results, watchdog: W
         ("enqueue + in-process drain", drain_in_process),
         ("end-to-end + in-process latency", end_to_end),
         ("workers + cross-process latency", drain_by_workers),
+        ("dependency fan-out", fan_out),
     ]
     for number, (name, scenario) in enumerate(scenarios):
         folder = base / f"round{index + 1}-{number}"
@@ -611,6 +638,10 @@ def report(cfg: Config, results: Results, seconds: float, load: float) -> None:
     for label, key in (("in-process", "lat_in"), ("cross-process (1 worker)", "lat_x")):
         print(f"  {label:<26} p50 {spread(r.done(f'{key}_p50'), n, '.2f')}")
         print(f"  {'':<26} p99 {spread(r.done(f'{key}_p99'), n, '.2f')}")
+    print(
+        f"7.  dependency fan-out: 1 parent, {cfg.fan_out:,} dependents, seconds from the parent's"
+    )
+    print(f"    completion to the last dependent's {spread(r.done('fan_out'), n, '.3f'):>31}")
     print()
 
     def raw(key: str) -> Callable[[int], float | None]:
@@ -658,6 +689,7 @@ def report(cfg: Config, results: Results, seconds: float, load: float) -> None:
         target("end-to-end >= 2,500 jobs/s", r.median("e2e"), lambda v: v >= 2_500, ",.0f"),
         target("latency p50 in-process < 2 ms", r.median("lat_in_p50"), lambda v: v < 2, ".2f"),
         target("latency p50 cross-process < 20 ms", r.median("lat_x_p50"), lambda v: v < 20, ".2f"),
+        target("fan-out of 1,000 < 2 s", r.median("fan_out"), lambda v: v < 2, ".3f"),
     ]
     print(f"  {outcomes.count(True)} PASS, {outcomes.count(False)} MISS")
     if results.problems:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from flask_bgjobs import BackgroundJobs
 
 #: ``perf_counter()`` at which each ``stamp`` job started in this process, by its request's ``n``.
 STARTS: dict[int, float] = {}
+#: What the ``gate`` job waits for: the fan-out's parent completes when the benchmark says so.
+GATE = threading.Event()
 
 
 def create_app(directory: str | None = None) -> Flask:
@@ -39,5 +42,9 @@ def create_app(directory: str | None = None) -> Flask:
         """Record when the job started: ``perf_counter`` here, wall time in its result."""
         STARTS[request["n"]] = time.perf_counter()
         return {"wall": time.time()}
+
+    @jobs.command
+    def gate() -> None:
+        GATE.wait(60)
 
     return app

@@ -255,14 +255,16 @@ class JobStore:
         """Release waiting jobs whose parent completed; take those whose parent failed for good
         or was cancelled, for the caller to cancel. A sweep after anything that went wrong."""
         with self.queue.write() as tx:
+            # From the (few) waiting jobs to their parents' summaries, never the other way.
             tx.execute(
-                "UPDATE background_job SET state = 'queued' WHERE state = 'waiting' AND "
-                "depends_on IN (SELECT id FROM job_summary WHERE state = 'completed')"
+                "UPDATE background_job SET state = 'queued' WHERE state = 'waiting' AND EXISTS "
+                "(SELECT 1 FROM job_summary s WHERE s.id = background_job.depends_on "
+                "AND s.state = 'completed')"
             )
             rows = tx.execute(
                 _TAKE_DOOMED.format(which=(
-                    "depends_on IN (SELECT id FROM job_summary "
-                    "WHERE state IN ('failed', 'cancelled'))"
+                    "EXISTS (SELECT 1 FROM job_summary s WHERE s.id = background_job.depends_on "
+                    "AND s.state IN ('failed', 'cancelled'))"
                 )),
                 {"owner": owner, "expires": now + _CANCEL_LEASE,
                  "reason": "the job it depends on failed or was cancelled"},
