@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from .callbacks import parse_reply_to
 from .clock import as_utc
 from .config import Settings, check_option
 from .context import _current
@@ -15,6 +17,7 @@ from .registry import Command, CommandRegistry
 from .serialization import to_json
 
 ON_CONFLICT = ("raise", "return_existing")
+_ANY_VARIABLE: defaultdict[str, str] = defaultdict(lambda: "set-when-used")
 
 
 @dataclass
@@ -52,6 +55,9 @@ class JobOptions:
                                   f"{self.on_conflict!r}")  # fmt: skip
         if self.callback is not None:
             registry.get(self.callback)
+        if self.reply_to is not None:
+            # Its form is checked now; the $VARIABLES it names are read when it is used.
+            parse_reply_to(self.reply_to, environ=_ANY_VARIABLE)
 
     def new_job(
         self,

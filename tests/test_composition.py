@@ -284,3 +284,17 @@ def test_the_fan_out_of_a_thousand_dependents(make_app: Any) -> None:
         for ref in leaves:
             jobs.wait_for(ref.id, timeout=30)
     assert sorted(done) == list(range(1000))
+
+
+def test_a_malformed_reply_to_is_refused_at_enqueue_without_echoing_secrets(
+    make_app: Any,
+) -> None:
+    app, jobs = make_app()
+    jobs.command(lambda: None, name="x")
+    with app.app_context():
+        with pytest.raises(InvalidJobError) as caught:
+            jobs.enqueue_command("x", reply_to="user:topsecret@ftp://example.org/hook")
+        assert "topsecret" not in str(caught.value)
+        # A $VARIABLE is read when the reply is sent, not at enqueue: it need not exist yet.
+        ref = jobs.enqueue_command("x", reply_to="$NOT_SET_YET@https://example.org/hook")
+        assert jobs.get_job(ref.id).queued.reply_to == "$NOT_SET_YET@https://example.org/hook"
