@@ -45,14 +45,39 @@ def print_page(req: dict[str, int]) -> str:
     return f"page {req['page']}"
 
 
+@jobs.command
+def export_rows(req: dict[str, int]) -> dict[str, int]:
+    """A parent job: its dependents run only if it completes."""
+    time.sleep(1)
+    current_job.log.info("exported %d rows", req["rows"])
+    return {"rows": req["rows"]}
+
+
+@jobs.command
+def upload_export() -> str:
+    """Runs after export_rows, and sees its result."""
+    parent = current_job.parent
+    rows = parent.result["rows"] if parent is not None else 0
+    current_job.log.info("uploading %d rows", rows)
+    return f"uploaded {rows} rows"
+
+
+@jobs.command
+def notify_done(result: dict[str, int]) -> None:
+    """The callback of export_rows: gets its result as request."""
+    current_job.log.info("export finished with %s", result)
+
+
 PAGE = """<!doctype html>
 <title>flask-bgjobs example</title>
 <h1>flask-bgjobs example</h1>
-<p>Jobs are stored in <code>{{ folder }}</code>.</p>
+<p>Jobs are stored in <code>{{ folder }}</code>. <code>flask --app examples/app jobs list</code>
+shows them from a shell.</p>
 <form method="post" action="{{ url_for('enqueue') }}">
   <button name="kind" value="count">Count to 10 (progress, logs)</button>
   <button name="kind" value="flaky">Flaky job (retries)</button>
   <button name="kind" value="pages">Print 5 pages (named worker)</button>
+  <button name="kind" value="pipeline">Export, then upload (dependency, callback)</button>
 </form>
 <p><a href="{{ url_for('index') }}">Refresh</a></p>
 <table border="1" cellpadding="4">
@@ -92,6 +117,10 @@ def create_app() -> Flask:
         elif kind == "pages":
             for page in range(1, 6):
                 jobs.enqueue_command("print_page", {"page": page}, tag="demo")
+        elif kind == "pipeline":
+            export = jobs.enqueue_command("export_rows", {"rows": 120}, callback="notify_done",
+                                          tag="demo")  # fmt: skip
+            jobs.enqueue_command("upload_export", depends_on=export.id, tag="demo")
         return redirect(url_for("index"))
 
     return app
