@@ -28,6 +28,8 @@ DEFAULTS: dict[str, Any] = {
     "BGJOBS_AUTOSTART": True,
     "BGJOBS_MAX_LOG_BYTES": 256 * 1024,
     "BGJOBS_NOTIFY_REPLY_TO": False,
+    "BGJOBS_SCHEDULER": True,
+    "BGJOBS_MISFIRE_GRACE": 60.0,
     "BGJOBS_SQLITE_SYNCHRONOUS": "NORMAL",
     "BGJOBS_SQLITE_BUSY_TIMEOUT": 5.0,
 }
@@ -50,6 +52,8 @@ class Settings:
     autostart: bool
     max_log_bytes: int
     notify_reply_to: bool
+    scheduler: bool
+    misfire_grace: float
     sqlite: SqliteOptions
 
     @classmethod
@@ -95,6 +99,8 @@ class Settings:
             autostart=bool(value("autostart")),
             max_log_bytes=_integer(value("max_log_bytes"), "MAX_LOG_BYTES", minimum=1024),
             notify_reply_to=bool(value("notify_reply_to")),
+            scheduler=bool(value("scheduler")),
+            misfire_grace=_number(value("misfire_grace"), "MISFIRE_GRACE", allow_zero=True),
             sqlite=sqlite,
         )
 

@@ -25,11 +25,13 @@ from .notify import REPLY_TO_COMMAND, send_reply
 from .options import JobOptions, check_retry_limit, check_timeout, is_name
 from .outcomes import record
 from .records import NewJob, Outcome
+from .recurring import RecurringMixin
 from .registry import Command, CommandFunc, CommandRegistry, check_signature
 from .runner import Runner
 from .serialization import to_json
 from .signals import job_enqueued, job_started
 from .store import JobStore
+from .tasks import TaskStore
 
 F = TypeVar("F", bound=CommandFunc)
 
@@ -40,13 +42,14 @@ class _AppState:
     def __init__(self, settings: Settings, store: JobStore) -> None:
         self.settings = settings
         self.store = store
+        self.tasks = TaskStore(store.queue)
         self.runner: Runner | None = None
         self.eager_runner: Runner | None = None
         self.lock = threading.Lock()
         self.finished = threading.Condition()
 
 
-class BackgroundJobs:
+class BackgroundJobs(RecurringMixin):
     """Durable background jobs for a Flask app, stored in SQLite files.
 
     ``BackgroundJobs(app)``, or ``jobs = BackgroundJobs()`` then ``jobs.init_app(app)``.
@@ -56,6 +59,7 @@ class BackgroundJobs:
 
     def __init__(self, app: Flask | None = None, *, clock: Clock | None = None, **options: Any):
         self.registry = CommandRegistry()
+        self._recurring = {}
         self.registry.add(Command(REPLY_TO_COMMAND, send_reply))
         self.clock: Clock = clock or utcnow
         self._options = options
@@ -70,6 +74,8 @@ class BackgroundJobs:
         store = JobStore(settings.database_dir, settings.sqlite, self.clock)
         self._states[app] = _AppState(settings, store)
         app.extensions["bgjobs"] = self
+        for spec in self._recurring.values():  # tasks registered before this app
+            self._sync_task(app, spec)
         from .cli import jobs_cli
 
         app.cli.add_command(jobs_cli)
@@ -332,6 +338,13 @@ class BackgroundJobs:
     def now(self) -> float:
         """The injected clock's time, as epoch seconds."""
         return self.clock().timestamp()
+
+    def clock_now(self) -> datetime:
+        """The injected clock's time, as an aware UTC datetime."""
+        return self.clock()
+
+    def _apps(self) -> list[Flask]:
+        return list(self._states.keys())
 
     def run_command(
         self, command: str, request: Any = None, *, worker: str | None = None

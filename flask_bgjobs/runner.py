@@ -60,6 +60,7 @@ class Runner:
         threads: int | None = None,
         workers: set[str] | None = None,
         pool: bool = True,
+        scheduler: bool | None = None,
     ) -> None:
         self.extension = extension
         self.app = app
@@ -80,6 +81,9 @@ class Runner:
             "scheduler": 0,
             "stopped_at": None,
         }
+        run_scheduler = settings.scheduler if scheduler is None else scheduler
+        self.scheduler = extension.make_scheduler(app, self) if run_scheduler else None
+        self.process["scheduler"] = int(self.scheduler is not None)
         self._lock = threading.Lock()
         self.lanes: dict[str | None, Lane] = {}
         if pool:
@@ -126,6 +130,8 @@ class Runner:
             thread = threading.Thread(target=target, name=f"bgjobs-{name}", daemon=True)
             self._threads.append(thread)
             thread.start()
+        if self.scheduler is not None:
+            self.scheduler.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop claiming, let running jobs finish for ``timeout`` s, hand the rest back."""
@@ -135,6 +141,8 @@ class Runner:
                 return
             self._stopping.set()
         self._wake.set()
+        if self.scheduler is not None:
+            self.scheduler.stop()
         self._threads[0].join()  # the dispatcher: no new claims from here on
         self._wait_idle(timeout)
         for execution in self.running():

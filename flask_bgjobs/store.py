@@ -140,7 +140,7 @@ class JobStore:
         exist is refused with :class:`InvalidJobError`.
         """
         with self.queue.write() as tx:
-            return _insert_job(tx, job)
+            return insert_job(tx, job)
 
     def claim(
         self,
@@ -233,7 +233,7 @@ class JobStore:
                         (job.id,),
                     )
                     for follow_up in outcome.follow_ups:
-                        _insert_job(tx, follow_up)
+                        insert_job(tx, follow_up)
                     continue
                 if outcome.state is JobState.QUEUED:
                     which = (
@@ -629,7 +629,7 @@ class JobStore:
         return None if value is None else float(value)
 
 
-def _insert_job(tx: WriteTx, job: NewJob) -> JobRef:
+def insert_job(tx: WriteTx, job: NewJob) -> JobRef:
     """Insert the summary and queue rows of a new job (in the caller's transaction)."""
     ref_id = job.ref_id or uuid.uuid4().hex
     row = {**vars(job), "ref_id": ref_id, "history": None}

@@ -132,6 +132,40 @@ command_stats = Table(
     Column("updated_at", Float),
 )
 
+scheduled_task = Table(
+    "scheduled_task",
+    queue_metadata,
+    Column("name", Text, primary_key=True),
+    Column("request_type", Text, nullable=False),
+    Column("command", Text, nullable=False),
+    Column("schedule", Text, nullable=False),
+    Column("request", Text),
+    Column("options", Text),
+    Column("catch_up", Text, nullable=False, server_default=text("'one'")),
+    Column("overlap", Integer, nullable=False, server_default=text("0")),
+    Column("enabled", Integer, nullable=False, server_default=text("1")),
+    Column("next_run_at", Float),
+    Column("last_run_at", Float),
+    Column("last_job_id", Integer),
+    Column("skipped", Integer, nullable=False, server_default=text("0")),
+    Column("last_skipped_at", Float),
+    Column("last_skip_reason", Text),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+# One row per due time that fired (or was skipped): the key makes "once per due time" a rule
+# of the database, however many schedulers run.
+scheduled_run = Table(
+    "scheduled_run",
+    queue_metadata,
+    Column("task", Text, primary_key=True),
+    Column("due_at", Float, primary_key=True),
+    Column("job_id", Integer),
+    Column("fired_at", Float, nullable=False),
+    Column("skipped", Text),
+)
+
 QUEUE_SCHEMA = Schema(queue_metadata, version=1)
 
 history_metadata = MetaData()
