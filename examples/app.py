@@ -12,7 +12,7 @@ import time
 from flask import Flask, redirect, render_template_string, request, url_for
 from werkzeug.wrappers import Response
 
-from flask_bgjobs import BackgroundJobs, current_job
+from flask_bgjobs import BackgroundJobs, Schedule, current_job
 
 jobs = BackgroundJobs()
 
@@ -66,6 +66,16 @@ def upload_export() -> str:
 def notify_done(result: dict[str, int]) -> None:
     """The callback of export_rows: gets its result as request."""
     current_job.log.info("export finished with %s", result)
+
+
+@jobs.command
+def heartbeat() -> str:
+    """A recurring task: runs every minute."""
+    current_job.log.info("still alive")
+    return "ok"
+
+
+jobs.recurring_command("heartbeat", Schedule.every_minute, name="Heartbeat", tag="demo")
 
 
 PAGE = """<!doctype html>

@@ -25,5 +25,6 @@ from .models import JobRef as JobRef
 from .models import JobResult as JobResult
 from .models import JobState as JobState
 from .models import JobSummary as JobSummary
+from .schedule import Schedule as Schedule
 
 __version__ = "0.1.0.dev0"

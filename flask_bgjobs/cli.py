@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 from flask import current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from .callbacks import redact_reply_to
 from .errors import BgJobsError
@@ -65,7 +65,8 @@ def worker_command(
     extension = _extension()
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     named = set(workers) if workers else None
-    runner = extension.worker_runner(app, threads=threads, workers=named, pool=not workers)
+    runner = extension.worker_runner(app, threads=threads, workers=named, pool=not workers,
+                                     scheduler=False if no_scheduler else None)  # fmt: skip
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: Any) -> None:
@@ -80,7 +81,8 @@ def worker_command(
             if workers
             else (f"{runner.pool_size} threads and every named worker")
         )
-        click.echo(f"worker {runner.owner} running {lanes}", err=True)
+        scheduling = "" if runner.scheduler is not None else ", no scheduler"
+        click.echo(f"worker {runner.owner} running {lanes}{scheduling}", err=True)
         while not stop.wait(0.5):
             pass
         runner.stop(stop_timeout)
@@ -193,3 +195,73 @@ def prune_command(keep_months: int) -> None:
 
 def _utc(value: datetime) -> str:
     return value.astimezone(timezone.utc).isoformat()
+
+
+@jobs_cli.group("schedule", invoke_without_command=True)
+@click.pass_context
+@with_appcontext
+def schedule_group(ctx: click.Context) -> None:
+    """List recurring tasks (or manage one: run, enable, disable, remove, prune)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    tasks = _extension().recurring_tasks()
+    if not tasks:
+        click.echo("no recurring tasks")
+        return
+    click.echo(f"{'NAME':<24} {'SCHEDULE':<28} {'LAST RUN':<19} {'JOB':>6} {'OUTCOME':<10} "
+               f"{'NEXT RUN':<19}")  # fmt: skip
+    for task in tasks:
+        next_run = _when(task.next_run_at) if task.enabled else "disabled"
+        click.echo(
+            f"{task.name:<24} {task.schedule.describe():<28} {_when(task.last_run_at):<19} "
+            f"{task.last_job_id or '-':>6} {task.last_state or '-':<10} {next_run:<19}"
+            + (f"  (skipped {task.skipped}: {task.last_skip_reason})" if task.skipped else "")
+        )
+
+
+def _task_command(name: str, action: Any) -> None:
+    try:
+        action(name)
+    except BgJobsError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@schedule_group.command("run")
+@click.argument("name")
+def schedule_run(name: str) -> None:
+    """Fire task NAME now, outside its schedule."""
+    ref: list[Any] = []
+    _task_command(name, lambda n: ref.append(_extension().run_now(n)))
+    click.echo(f"task {name!r} fired: job {ref[0].id}")
+
+
+@schedule_group.command("enable")
+@click.argument("name")
+def schedule_enable(name: str) -> None:
+    """Turn task NAME on."""
+    _task_command(name, lambda n: _extension().enable_recurring(n, True))
+    click.echo(f"task {name!r} enabled")
+
+
+@schedule_group.command("disable")
+@click.argument("name")
+def schedule_disable(name: str) -> None:
+    """Turn task NAME off (it stays registered)."""
+    _task_command(name, lambda n: _extension().enable_recurring(n, False))
+    click.echo(f"task {name!r} disabled")
+
+
+@schedule_group.command("remove")
+@click.argument("name")
+def schedule_remove(name: str) -> None:
+    """Delete task NAME from the database."""
+    if not _extension().remove_recurring(name):
+        raise click.ClickException(f"no recurring task is named {name!r}")
+    click.echo(f"task {name!r} removed")
+
+
+@schedule_group.command("prune")
+def schedule_prune() -> None:
+    """Delete the stored tasks that the app no longer registers."""
+    gone = _extension().prune_recurring()
+    click.echo(f"removed {len(gone)} task(s){': ' + ', '.join(gone) if gone else ''}")

@@ -273,16 +273,21 @@ class BackgroundJobs(RecurringMixin):
             runner.stop(timeout)
 
     def worker_runner(
-        self, app: Flask, *, threads: int | None, workers: set[str] | None, pool: bool
+        self,
+        app: Flask,
+        *,
+        threads: int | None,
+        workers: set[str] | None,
+        pool: bool,
+        scheduler: bool | None = None,
     ) -> Runner:
         """Make the runner of a ``flask jobs worker`` process its app's runner."""
         state = self._state(app)
         with state.lock:
             if state.runner is not None and state.runner.started:
                 raise RuntimeError("this process already runs jobs for the app")
-            state.runner = Runner(
-                self, app, state.settings, state.store, threads=threads, workers=workers, pool=pool
-            )
+            state.runner = Runner(self, app, state.settings, state.store, threads=threads,
+                                  workers=workers, pool=pool, scheduler=scheduler)  # fmt: skip
             return state.runner
 
     def _runner(self, app: Flask, start: bool) -> Runner:

@@ -159,6 +159,19 @@ class RecurringMixin:
             tasks.remove(name)
         return gone
 
+    def tick(self, now: datetime | None = None) -> list[Fired]:
+        """Fire the tasks due at ``now`` (default: the clock's time), as the scheduler loop does.
+
+        For tests and for apps that drive scheduling themselves (``BGJOBS_SCHEDULER = False``).
+        """
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        state = self._state(app)
+        fired = state.tasks.fire_due(now or self.clock_now(), self._task_job_factory(app),
+                                     state.settings.misfire_grace)  # fmt: skip
+        if state.runner is not None and fired:
+            state.runner.wake()
+        return fired
+
     def clock_now(self) -> datetime:
         raise NotImplementedError
 

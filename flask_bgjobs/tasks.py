@@ -160,8 +160,10 @@ class TaskStore:
         limit = MAX_CATCH_UP if task.catch_up == "all" else 1
         dues, next_due = task.schedule.due_times(first, now, limit)
         late = (now - dues[-1]).total_seconds() if dues else 0.0
+        # Later than the grace (at most half the gap to the next due time) is missed.
+        gap = (next_due - dues[-1]).total_seconds() if dues else grace
         results: list[Fired] = []
-        if task.catch_up == "skip" and late > grace:
+        if task.catch_up == "skip" and late > min(grace, gap / 2):
             results = [Fired(task.name, dues[-1], skipped="missed")]
         elif not task.overlap and _still_running(tx, task.last_job_id):
             results = [Fired(task.name, dues[-1], skipped="overlap")]

@@ -429,3 +429,43 @@ def test_show_never_prints_reply_to_credentials(tmp_path: Path) -> None:
         assert "hunter2" not in result.output and "example.org/hook" in result.output
     with app.app_context():
         jobs.store().dispose()
+
+
+def test_schedule_commands(tmp_path: Path) -> None:
+    from flask import Flask
+
+    from flask_bgjobs import BackgroundJobs
+    from flask_bgjobs.schedule import Schedule
+
+    app = Flask("scheduleapp", instance_path=str(tmp_path / "schedule"))
+    app.config["BGJOBS_AUTOSTART"] = False
+    jobs = BackgroundJobs(app)
+    jobs.command(lambda: None, name="report")
+    runner = app.test_cli_runner()
+
+    def cli(*args: str, code: int = 0) -> str:
+        result = runner.invoke(args=["jobs", "schedule", *args])
+        assert result.exit_code == code, result.output
+        return result.output
+
+    assert cli() == "no recurring tasks\n"
+    with app.app_context():
+        jobs.recurring_command("report", Schedule.cron("*/5 * * * *"), name="Report")
+        jobs.recurring_command("report", Schedule.interval(90), name="Old")
+    listing = cli()
+    assert "Report" in listing and "cron */5 * * * *" in listing and "every 90 seconds" in listing
+    fired = cli("run", "Report")
+    assert re.match(r"task 'Report' fired: job \d+", fired)
+    assert re.search(r"Report .* queued", cli())
+    assert cli("disable", "Report") == "task 'Report' disabled\n"
+    assert "disabled" in cli()
+    assert cli("enable", "Report") == "task 'Report' enabled\n"
+    assert "no recurring task is named 'Nope'" in cli("run", "Nope", code=1)
+    assert "no recurring task is named 'Nope'" in cli("enable", "Nope", code=1)
+    del jobs._recurring["Old"]
+    assert cli("prune") == "removed 1 task(s): Old\n"
+    assert cli("remove", "Report") == "task 'Report' removed\n"
+    assert cli("remove", "Report", code=1).endswith("no recurring task is named 'Report'\n")
+    assert runner.invoke(args=["jobs", "worker", "--help"]).output.count("--no-scheduler") == 1
+    with app.app_context():
+        jobs.store().dispose()

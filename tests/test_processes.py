@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -242,6 +243,29 @@ def test_a_delayed_job_starts_on_time_in_another_process(workers: Workers, app: 
     assert result.state is JobState.COMPLETED
     assert due.timestamp() <= started < due.timestamp() + 0.2
     assert worker.terminate() == 0, worker.output()
+
+
+def test_three_schedulers_fire_each_due_time_once(workers: Workers, app: Flask) -> None:
+    from datetime import datetime
+
+    started = [workers.start(test_tick=1) for _ in range(3)]
+    for worker in started:
+        worker.wait_ready()
+    time.sleep(10)  # the task fires every second: let three schedulers race for ten seconds
+    for worker in started:
+        assert worker.terminate() == 0, worker.output()
+    fired = jobs.list_jobs(args={"scheduled_task": "tick"}, limit=1000)
+    dues = sorted(datetime.fromisoformat(jobs.get_job(s.id).job.options["due"]) for s in fired)
+    assert len(dues) == len(set(dues)) >= 8  # each due time once
+    gaps = [(b - a).total_seconds() for a, b in pairwise(dues)]
+    assert max(gaps) <= 2.0, gaps  # none missed by more than one interval
+    for summary in fired:  # fired on time: created within a second of its due time
+        result = jobs.get_job(summary.id)
+        due = datetime.fromisoformat(result.job.options["due"])
+        assert 0 <= result.summary.created_at - due.timestamp() < 1.0
+    runs = Counter(job_id for job_id, _ in workers.run_lines())
+    completed = [s.id for s in fired if s.state is JobState.COMPLETED]
+    assert all(runs[job_id] == 1 for job_id in completed)
 
 
 def test_worker_killed_during_a_drain_loses_no_job(workers: Workers, app: Flask) -> None:

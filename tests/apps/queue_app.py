@@ -23,9 +23,10 @@ from typing import Any
 from flask import Flask
 
 from flask_bgjobs import BackgroundJobs, current_job
+from flask_bgjobs.schedule import Schedule
 
 #: Environment variables that configure the tests, not the extension.
-TEST_VARIABLES = frozenset({"BGJOBS_TEST_INSTANCE", "BGJOBS_TEST_RUNS"})
+TEST_VARIABLES = frozenset({"BGJOBS_TEST_INSTANCE", "BGJOBS_TEST_RUNS", "BGJOBS_TEST_TICK"})
 
 jobs = BackgroundJobs()
 
@@ -42,6 +43,9 @@ def create_app(instance: str | os.PathLike[str] | None = None) -> Flask:
             app.config[key] = _parse(raw)
     app.config["BGJOBS_AUTOSTART"] = False
     jobs.init_app(app)
+    if os.environ.get("BGJOBS_TEST_TICK"):
+        # Every worker registers the same task: the scheduler test runs three of them.
+        jobs.recurring_command("record", Schedule.every_second, name="tick", overlap=True)
     return app
 
 
