@@ -6,7 +6,6 @@ import json
 import signal
 import threading
 from dataclasses import asdict
-from datetime import datetime, timezone
 from typing import Any
 
 import click
@@ -192,9 +191,6 @@ def prune_command(keep_months: int) -> None:
     removed = _extension().prune(keep_months)
     click.echo(f"removed {len(removed)} month(s){': ' + ', '.join(removed) if removed else ''}")
 
-
-def _utc(value: datetime) -> str:
-    return value.astimezone(timezone.utc).isoformat()
 
 
 @jobs_cli.group("schedule", invoke_without_command=True)

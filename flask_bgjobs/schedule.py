@@ -98,11 +98,6 @@ class Schedule:
             due = self.next_after(due)
         return found, self.next_after(max(found[-1], now))
 
-    @property
-    def period(self) -> float | None:
-        """Seconds between due times when they are regular (intervals), else ``None``."""
-        return self.seconds if self.kind == "interval" else None
-
     def describe(self) -> str:
         """The schedule in words, for lists and pages."""
         if self.kind == "interval":
