@@ -444,7 +444,11 @@ class Runner:
         """Deal with started jobs whose lease lapsed; return how many were recovered."""
         outcomes: list[Outcome] = []
         moved = 0
+        with self._lock:
+            ours = set(self._running)
         for job in self.store.expired(now):
+            if job.lease_owner == self.owner and job.id in ours:
+                continue  # ours and running: late heartbeat; the next one renews the lease
             lost_owner = job.lease_owner
             if not self.store.take_over(job, self.owner, now, self.settings.lease_seconds):
                 continue  # another process was first, or the owner renewed it meanwhile

@@ -267,3 +267,28 @@ def test_heartbeat_renews_only_jobs_that_really_run(make_app: Any, clock: Manual
         runner.heartbeat(clock().timestamp())
         clock.advance(seconds=11)
         assert [job.id for job in store.expired(clock().timestamp())] == [ref.id]
+
+
+def test_a_late_heartbeat_does_not_make_a_running_job_an_orphan(
+    make_app: Any, clock: ManualClock
+) -> None:
+    app, jobs = make_app(clock=clock, lease_seconds=30)
+    started, release = threading.Event(), threading.Event()
+    runs: list[int] = []
+
+    @jobs.command
+    def long_one() -> None:
+        runs.append(1)
+        started.set()
+        release.wait(10)
+
+    with app.app_context():
+        jobs.start()
+        ref = jobs.enqueue_command("long_one")
+        assert started.wait(5)
+        clock.advance(seconds=31)  # the lease lapsed before this process renewed it
+        runner = jobs._state().runner
+        assert runner.recover_orphans(clock().timestamp()) == 0
+        release.set()
+        assert jobs.wait_for(ref.id).state is JobState.COMPLETED
+    assert runs == [1]
