@@ -6,6 +6,7 @@ log lines, fail and retry, or run in order on a named worker; the page lists the
 
 from __future__ import annotations
 
+import os
 import random
 import time
 
@@ -14,7 +15,8 @@ from werkzeug.wrappers import Response
 
 from flask_bgjobs import BackgroundJobs, Schedule, current_job
 
-jobs = BackgroundJobs()
+# The admin pages (/admin/jobs/) answer only requests from this machine in the demo.
+jobs = BackgroundJobs(authorize=lambda: request.remote_addr in ("127.0.0.1", "::1"))
 
 
 @jobs.command
@@ -89,7 +91,8 @@ shows them from a shell.</p>
   <button name="kind" value="pages">Print 5 pages (named worker)</button>
   <button name="kind" value="pipeline">Export, then upload (dependency, callback)</button>
 </form>
-<p><a href="{{ url_for('index') }}">Refresh</a></p>
+<p><a href="{{ url_for('index') }}">Refresh</a> ·
+<a href="{{ url_for('bgjobs.dashboard') }}">Admin pages</a> (live queue, logs, history, tasks)</p>
 <table border="1" cellpadding="4">
   <tr><th>id</th><th>command</th><th>state</th><th>attempts</th><th>progress</th></tr>
   {% for job in recent %}
@@ -103,6 +106,7 @@ shows them from a shell.</p>
 def create_app() -> Flask:
     app = Flask(__name__)
     app.config.setdefault("BGJOBS_RETRY_BACKOFF", 2.0)
+    app.config.setdefault("SECRET_KEY", os.environ.get("SECRET_KEY") or os.urandom(32).hex())
     jobs.init_app(app)
 
     @app.get("/")

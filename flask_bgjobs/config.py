@@ -32,6 +32,8 @@ DEFAULTS: dict[str, Any] = {
     "BGJOBS_MISFIRE_GRACE": 60.0,
     "BGJOBS_SQLITE_SYNCHRONOUS": "NORMAL",
     "BGJOBS_SQLITE_BUSY_TIMEOUT": 5.0,
+    "BGJOBS_ADMIN_URL_PREFIX": "/admin/jobs",
+    "BGJOBS_ADMIN_AUTHORIZE": None,
 }
 
 
@@ -55,6 +57,8 @@ class Settings:
     scheduler: bool
     misfire_grace: float
     sqlite: SqliteOptions
+    admin_url_prefix: str | None = "/admin/jobs"
+    admin_authorize: Callable[[], object] | None = None
 
     @classmethod
     def from_app(cls, app: Flask, overrides: Mapping[str, Any]) -> Settings:
@@ -102,6 +106,8 @@ class Settings:
             scheduler=bool(value("scheduler")),
             misfire_grace=_number(value("misfire_grace"), "MISFIRE_GRACE", allow_zero=True),
             sqlite=sqlite,
+            admin_url_prefix=value("admin_url_prefix"),
+            admin_authorize=value("admin_authorize"),
         )
 
 

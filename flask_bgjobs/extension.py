@@ -54,14 +54,22 @@ class BackgroundJobs(RecurringMixin):
 
     ``BackgroundJobs(app)``, or ``jobs = BackgroundJobs()`` then ``jobs.init_app(app)``.
     Keywords (``max_threads=8``, ``eager=True``, ...) override the ``BGJOBS_*`` config keys;
-    ``clock=`` injects the time source (tests).
+    ``clock=`` injects the time source (tests); ``authorize=`` decides who may see the admin pages.
     """
 
-    def __init__(self, app: Flask | None = None, *, clock: Clock | None = None, **options: Any):
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        clock: Clock | None = None,
+        authorize: Callable[[], object] | None = None,
+        **options: Any,
+    ):
         self.registry = CommandRegistry()
         self._recurring = {}
         self.registry.add(Command(REPLY_TO_COMMAND, send_reply))
         self.clock: Clock = clock or utcnow
+        self.authorize = authorize
         self._options = options
         self._user_loader: Callable[[str], Any] | None = None
         self._states: weakref.WeakKeyDictionary[Flask, _AppState] = weakref.WeakKeyDictionary()
@@ -84,6 +92,10 @@ class BackgroundJobs(RecurringMixin):
             @app.before_request
             def autostart() -> None:
                 self._runner(app, start=True)
+
+        from .admin import register_admin
+
+        register_admin(self, app, settings)
 
     # -- registration ----------------------------------------------------------------------------
 

@@ -190,13 +190,10 @@ class Database:
             # The driver's own transaction handling would BEGIN lazily and never IMMEDIATE;
             # autocommit mode hands every BEGIN to us (and to the "begin" listener below).
             dbapi_conn.isolation_level = None
-            for pragma in (
-                f"busy_timeout = {busy_ms}",
-                "journal_mode = WAL",
-                f"synchronous = {synchronous}",
-                "foreign_keys = ON",
-            ):
-                dbapi_conn.execute(f"PRAGMA {pragma}")
+            dbapi_conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            _use_wal(dbapi_conn, self.options.busy_timeout, self.path)
+            dbapi_conn.execute(f"PRAGMA synchronous = {synchronous}")
+            dbapi_conn.execute("PRAGMA foreign_keys = ON")
 
         @event.listens_for(engine, "begin")
         def _begin(conn: Connection) -> None:
@@ -260,6 +257,24 @@ class Database:
                 self.schema.migrations[version](tx.conn)
         if found != wanted:
             tx.raw.execute(f"PRAGMA user_version = {wanted}")
+
+
+def _use_wal(conn: sqlite3.Connection, bound: float, path: Path) -> None:
+    """Put the file in WAL mode, waiting (bounded) while another process holds it.
+
+    Switching a new file to WAL needs a lock that SQLite's busy handler does not always wait
+    for: two processes opening a new file at once would otherwise see "database is locked".
+    """
+    deadline = time.monotonic() + bound
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if not _is_busy(error) or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.01)
 
 
 def _end(conn: Connection, raw: sqlite3.Connection, *, commit: bool) -> None:
