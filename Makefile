@@ -15,9 +15,10 @@ test: $(VENV)/.installed-test chromium
 	$(BIN)/mypy flask_bgjobs flask_sqlitelogs
 	$(BIN)/pytest
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/bench_engine.py
 	$(BIN)/python bench/bench_queue.py
+	$(BIN)/python bench/bench_requestlogs.py
 
 # The browser tests drive Debian's Chromium through Playwright (never a downloaded browser).
 chromium:
@@ -38,6 +39,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-test: setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --editable '.[test]'
+	touch $@ $(VENV)/.installed
+
+$(VENV)/.installed-bench: setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --editable '.[bench]'
+	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } || echo "no wrk: bench_requestlogs uses its own load generator"
 	touch $@ $(VENV)/.installed
 
 clean:

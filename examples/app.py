@@ -14,9 +14,11 @@ from flask import Flask, redirect, render_template_string, request, url_for
 from werkzeug.wrappers import Response
 
 from flask_bgjobs import BackgroundJobs, Schedule, current_job
+from flask_sqlitelogs import SqliteRequestLogger
 
 # The admin pages (/admin/jobs/) answer only requests from this machine in the demo.
 jobs = BackgroundJobs(authorize=lambda: request.remote_addr in ("127.0.0.1", "::1"))
+logs = SqliteRequestLogger(authorize=lambda: request.remote_addr in ("127.0.0.1", "::1"))
 
 
 @jobs.command
@@ -93,6 +95,7 @@ shows them from a shell.</p>
 </form>
 <p><a href="{{ url_for('index') }}">Refresh</a> ·
 <a href="{{ url_for('bgjobs.dashboard') }}">Admin pages</a> (live queue, logs, history, tasks)</p>
+<p><a href="{{ url_for('sqlitelogs.grid') }}">Request logs</a> of this demo</p>
 <table border="1" cellpadding="4">
   <tr><th>id</th><th>command</th><th>state</th><th>attempts</th><th>progress</th></tr>
   {% for job in recent %}
@@ -108,6 +111,7 @@ def create_app() -> Flask:
     app.config.setdefault("BGJOBS_RETRY_BACKOFF", 2.0)
     app.config.setdefault("SECRET_KEY", os.environ.get("SECRET_KEY") or os.urandom(32).hex())
     jobs.init_app(app)
+    logs.init_app(app)
 
     @app.get("/")
     def index() -> str:
