@@ -83,54 +83,64 @@ class Settings:
         try:
             sqlite = SqliteOptions(
                 synchronous=value("sqlite_synchronous"),
-                busy_timeout=_number(value("sqlite_busy_timeout"), "SQLITE_BUSY_TIMEOUT"),
+                busy_timeout=number_setting(
+                    value("sqlite_busy_timeout"), "BGJOBS_SQLITE_BUSY_TIMEOUT"
+                ),
             )
         except ValueError as error:
             raise ValueError(f"BGJOBS_SQLITE_*: {error}") from None
         return cls(
             database_dir=folder if folder.is_absolute() else Path(app.instance_path) / folder,
-            max_threads=_integer(value("max_threads"), "MAX_THREADS", minimum=1),
-            poll_interval=_number(value("poll_interval"), "POLL_INTERVAL"),
-            lease_seconds=_number(value("lease_seconds"), "LEASE_SECONDS"),
-            retry_limit=_integer(value("retry_limit"), "RETRY_LIMIT", minimum=0),
-            retry_backoff=_number(value("retry_backoff"), "RETRY_BACKOFF", allow_zero=True),
-            retry_backoff_max=_number(
-                value("retry_backoff_max"), "RETRY_BACKOFF_MAX", allow_zero=True
+            max_threads=integer_setting(value("max_threads"), "BGJOBS_MAX_THREADS", minimum=1),
+            poll_interval=number_setting(value("poll_interval"), "BGJOBS_POLL_INTERVAL"),
+            lease_seconds=number_setting(value("lease_seconds"), "BGJOBS_LEASE_SECONDS"),
+            retry_limit=integer_setting(value("retry_limit"), "BGJOBS_RETRY_LIMIT", minimum=0),
+            retry_backoff=number_setting(
+                value("retry_backoff"), "BGJOBS_RETRY_BACKOFF", allow_zero=True
             ),
-            timeout=_optional(value("timeout"), "TIMEOUT"),
-            cancel_grace=_number(value("cancel_grace"), "CANCEL_GRACE"),
+            retry_backoff_max=number_setting(
+                value("retry_backoff_max"), "BGJOBS_RETRY_BACKOFF_MAX", allow_zero=True
+            ),
+            timeout=_optional(value("timeout"), "BGJOBS_TIMEOUT"),
+            cancel_grace=number_setting(value("cancel_grace"), "BGJOBS_CANCEL_GRACE"),
             eager=bool(value("eager")),
             autostart=bool(value("autostart")),
-            max_log_bytes=_integer(value("max_log_bytes"), "MAX_LOG_BYTES", minimum=1024),
+            max_log_bytes=integer_setting(
+                value("max_log_bytes"), "BGJOBS_MAX_LOG_BYTES", minimum=1024
+            ),
             notify_reply_to=bool(value("notify_reply_to")),
             scheduler=bool(value("scheduler")),
-            misfire_grace=_number(value("misfire_grace"), "MISFIRE_GRACE", allow_zero=True),
+            misfire_grace=number_setting(
+                value("misfire_grace"), "BGJOBS_MISFIRE_GRACE", allow_zero=True
+            ),
             sqlite=sqlite,
             admin_url_prefix=value("admin_url_prefix"),
             admin_authorize=value("admin_authorize"),
         )
 
 
-def _number(raw: Any, key: str, *, allow_zero: bool = False) -> float:
+def number_setting(raw: Any, key: str, *, allow_zero: bool = False) -> float:
+    """The config value ``key`` as a positive (or non-negative) number of seconds."""
     try:
         number = float(raw)
     except (TypeError, ValueError):
         number = float("nan")
     if isinstance(raw, bool) or not (number >= 0 if allow_zero else number > 0):
         raise ValueError(
-            f"BGJOBS_{key} must be a {'non-negative' if allow_zero else 'positive'} "
+            f"{key} must be a {'non-negative' if allow_zero else 'positive'} "
             f"number of seconds, not {raw!r}"
         )
     return number
 
 
 def _optional(raw: Any, key: str) -> float | None:
-    return None if raw is None else _number(raw, key)
+    return None if raw is None else number_setting(raw, key)
 
 
-def _integer(raw: Any, key: str, *, minimum: int) -> int:
+def integer_setting(raw: Any, key: str, *, minimum: int) -> int:
+    """The config value ``key`` as a whole number of at least ``minimum``."""
     if isinstance(raw, bool) or not isinstance(raw, int) or raw < minimum:
-        raise ValueError(f"BGJOBS_{key} must be a whole number of at least {minimum}, not {raw!r}")
+        raise ValueError(f"{key} must be a whole number of at least {minimum}, not {raw!r}")
     return raw
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import Flask
 
+from flask_bgjobs.config import integer_setting, number_setting
 from flask_bgjobs.sqlite import SqliteOptions
 
 #: Every key with its default; ``init_app`` puts them into ``app.config`` with ``setdefault``.
@@ -105,19 +106,25 @@ class Settings:
         try:
             sqlite = SqliteOptions(
                 synchronous=value("sqlite_synchronous"),
-                busy_timeout=_number(value("sqlite_busy_timeout"), "SQLITE_BUSY_TIMEOUT"),
+                busy_timeout=number_setting(
+                    value("sqlite_busy_timeout"), "SQLITELOGS_SQLITE_BUSY_TIMEOUT"
+                ),
             )
         except ValueError as error:
             raise ValueError(f"SQLITELOGS_SQLITE_*: {error}") from None
         return cls(
             enabled=bool(value("enabled")),
             database_dir=folder if folder.is_absolute() else Path(app.instance_path) / folder,
-            flush_interval=_number(value("flush_interval"), "FLUSH_INTERVAL", allow_zero=True),
-            capacity=_integer(value("capacity"), "CAPACITY", minimum=1),
+            flush_interval=number_setting(
+                value("flush_interval"), "SQLITELOGS_FLUSH_INTERVAL", allow_zero=True
+            ),
+            capacity=integer_setting(value("capacity"), "SQLITELOGS_CAPACITY", minimum=1),
             enable_response_tracking=bool(value("enable_response_tracking")),
             enable_request_body_tracking=bool(value("enable_request_body_tracking")),
             enable_error_tracking=bool(value("enable_error_tracking")),
-            max_body_bytes=_integer(value("max_body_bytes"), "MAX_BODY_BYTES", minimum=0),
+            max_body_bytes=integer_setting(
+                value("max_body_bytes"), "SQLITELOGS_MAX_BODY_BYTES", minimum=0
+            ),
             redact_headers=_names(value("redact_headers"), "REDACT_HEADERS"),
             redact_fields=_names(value("redact_fields"), "REDACT_FIELDS"),
             request_id_header=_names([value("request_id_header")], "REQUEST_ID_HEADER")[0],
@@ -126,35 +133,16 @@ class Settings:
             admin=bool(value("admin")),
             admin_prefix=prefix,
             authorize=_callable(value("authorize"), "AUTHORIZE"),
-            export_limit=_integer(value("export_limit"), "EXPORT_LIMIT", minimum=1),
+            export_limit=integer_setting(
+                value("export_limit"), "SQLITELOGS_EXPORT_LIMIT", minimum=1
+            ),
             exclude_paths=_paths(value("exclude_paths")),
             sqlite=sqlite,
         )
 
 
-def _number(raw: Any, key: str, *, allow_zero: bool = False) -> float:
-    try:
-        number = float(raw)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if isinstance(raw, bool) or not (number >= 0 if allow_zero else number > 0):
-        raise ValueError(
-            f"SQLITELOGS_{key} must be a {'non-negative' if allow_zero else 'positive'} "
-            f"number of seconds, not {raw!r}"
-        )
-    return number
-
-
-def _integer(raw: Any, key: str, *, minimum: int) -> int:
-    if isinstance(raw, bool) or not isinstance(raw, int) or raw < minimum:
-        raise ValueError(
-            f"SQLITELOGS_{key} must be a whole number of at least {minimum}, not {raw!r}"
-        )
-    return raw
-
-
 def _optional_integer(raw: Any, key: str) -> int | None:
-    return None if raw is None else _integer(raw, key, minimum=1)
+    return None if raw is None else integer_setting(raw, f"SQLITELOGS_{key}", minimum=1)
 
 
 def _names(raw: Any, key: str) -> tuple[str, ...]:
