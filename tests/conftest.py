@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -66,3 +66,23 @@ def make_app(tmp_path: Path) -> Iterator[Callable[..., tuple[Flask, BackgroundJo
         with app.app_context():
             jobs.stop(timeout=5)
             jobs.store().dispose()
+
+
+@pytest.fixture
+def make_logs(tmp_path: Path, clock: ManualClock) -> Iterator[Callable[..., tuple[Flask, Any]]]:
+    """Build apps with a request logger (tests/apps/logs_app.py); all are stopped afterwards."""
+    from .apps.logs_app import create_app
+
+    made: list[tuple[Flask, Any]] = []
+
+    def build(**config: Any) -> tuple[Flask, Any]:
+        pair = create_app(tmp_path / f"logs{len(made)}", clock=clock, **config)
+        made.append(pair)
+        return pair
+
+    yield build
+    for app, logs in made:
+        with app.app_context():
+            logs.stop()
+            assert not logs.state().flusher.running
+            logs.store().dispose()

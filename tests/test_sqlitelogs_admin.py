@@ -9,10 +9,8 @@ import csv
 import io
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any
 
 import pytest
 from flask import Blueprint, Flask, request
@@ -21,27 +19,15 @@ from werkzeug.exceptions import BadRequest
 from flask_bgjobs import ManualClock, adminkit
 from flask_sqlitelogs import SqliteRequestLogger
 
-from .apps.logs_app import create_app
-
 PREFIX = "/admin/requests"
 HOSTILE = '<script>alert("x")</script>'
 Make = Callable[..., tuple[Flask, SqliteRequestLogger]]
 
 
 @pytest.fixture
-def make(tmp_path: Path, clock: ManualClock) -> Iterator[Make]:
-    made: list[tuple[Flask, SqliteRequestLogger]] = []
-
-    def build(**config: Any) -> tuple[Flask, SqliteRequestLogger]:
-        pair = create_app(tmp_path / f"instance{len(made)}", clock=clock, **config)
-        made.append(pair)
-        return pair
-
-    yield build
-    for app, logs in made:
-        with app.app_context():
-            logs.stop()
-            logs.store().dispose()
+def make(make_logs: Make) -> Make:
+    """``make(**config)`` builds a logged app (see ``make_logs`` in conftest)."""
+    return make_logs
 
 
 def flush(app: Flask, logs: SqliteRequestLogger) -> None:

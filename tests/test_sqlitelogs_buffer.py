@@ -9,7 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,6 @@ from flask import Flask
 from flask_bgjobs import DatabaseBusyError, ManualClock
 from flask_sqlitelogs import SqliteRequestLogger
 
-from .apps.logs_app import create_app
 from .conftest import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,20 +27,9 @@ Make = Callable[..., tuple[Flask, SqliteRequestLogger]]
 
 
 @pytest.fixture
-def make(tmp_path: Path, clock: ManualClock) -> Iterator[Make]:
-    made: list[tuple[Flask, SqliteRequestLogger]] = []
-
-    def build(**config: Any) -> tuple[Flask, SqliteRequestLogger]:
-        pair = create_app(tmp_path / f"instance{len(made)}", clock=clock, **config)
-        made.append(pair)
-        return pair
-
-    yield build
-    for app, logs in made:
-        with app.app_context():
-            logs.stop()
-            assert not logs.state().flusher.running
-            logs.store().dispose()
+def make(make_logs: Make) -> Make:
+    """``make(**config)`` builds a logged app (see ``make_logs`` in conftest)."""
+    return make_logs
 
 
 def paths(app: Flask, logs: SqliteRequestLogger, month: str | None = None) -> list[str]:

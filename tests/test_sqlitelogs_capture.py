@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,20 +23,9 @@ Make = Callable[..., tuple[Flask, SqliteRequestLogger]]
 
 
 @pytest.fixture
-def make(tmp_path: Path, clock: ManualClock) -> Iterator[Make]:
-    """``make(**config)`` builds a logged app under ``tmp_path``; all are stopped afterwards."""
-    made: list[tuple[Flask, SqliteRequestLogger]] = []
-
-    def build(**config: Any) -> tuple[Flask, SqliteRequestLogger]:
-        pair = create_app(tmp_path / f"instance{len(made)}", clock=clock, **config)
-        made.append(pair)
-        return pair
-
-    yield build
-    for app, logs in made:
-        with app.app_context():
-            logs.stop()
-            logs.store().dispose()
+def make(make_logs: Make) -> Make:
+    """``make(**config)`` builds a logged app (see ``make_logs`` in conftest)."""
+    return make_logs
 
 
 def logged(app: Flask, logs: SqliteRequestLogger) -> list[LogEntry]:
