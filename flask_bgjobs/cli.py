@@ -192,7 +192,6 @@ def prune_command(keep_months: int) -> None:
     click.echo(f"removed {len(removed)} month(s){': ' + ', '.join(removed) if removed else ''}")
 
 
-
 @jobs_cli.group("schedule", invoke_without_command=True)
 @click.pass_context
 @with_appcontext

@@ -23,7 +23,7 @@ from .execution import Execution, Target
 from .models import BackgroundJob, JobRef, JobResult, JobState, JobSummary, RequestType
 from .notify import REPLY_TO_COMMAND, send_reply
 from .options import JobOptions, check_retry_limit, check_timeout, is_name
-from .outcomes import record
+from .outcomes import cancelled, record
 from .records import NewJob, Outcome
 from .recurring import RecurringMixin
 from .registry import Command, CommandFunc, CommandRegistry, check_signature
@@ -498,10 +498,7 @@ class BackgroundJobs(RecurringMixin):
         owner = f"cancel:{os.getpid()}"
         taken = state.store.cancel(job_id, owner, self.now())
         if isinstance(taken, BackgroundJob):
-            message = f"job {job_id} was cancelled before it started"
-            outcome = Outcome(taken, JobState.CANCELLED, self.now(), error_type="JobCancelled",
-                              error_message=message)  # fmt: skip
-            record(app, self, state.store, [outcome], owner)
+            record(app, self, state.store, [cancelled(taken, self.now())], owner)
             return True
         if taken and state.runner is not None:
             state.runner.stop_job(job_id, "cancelled")

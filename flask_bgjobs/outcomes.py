@@ -45,6 +45,12 @@ def backoff(settings: Settings, attempt: int) -> float:
     return float(delay * random.uniform(0.5, 1.0))
 
 
+def cancelled(job: BackgroundJob, now: float, why: str | None = None) -> Outcome:
+    """A job cancelled without running to the end: asked to stop, or its parent failed."""
+    message = why or f"job {job.id} was cancelled before it started"
+    return Outcome(job, JobState.CANCELLED, now, error_type="JobCancelled", error_message=message)
+
+
 def failed_attempt(
     settings: Settings,
     job: BackgroundJob,
@@ -103,10 +109,7 @@ def record(
             announce(app, outcome)
             if outcome.state is JobState.FAILED:
                 _fail_callback_parent(app, store, outcome)
-        pending = [
-            Outcome(job, JobState.CANCELLED, now, error_type="JobCancelled", error_message=why)
-            for job, why in finished.doomed
-        ]
+        pending = [cancelled(job, now, why) for job, why in finished.doomed]
     extension.notify_finished()
     return applied
 

@@ -31,7 +31,7 @@ from .config import Settings, host_pid
 from .errors import BgJobsError, WorkerLostError
 from .execution import Execution, Lane
 from .models import BackgroundJob, JobState
-from .outcomes import describe, failed_attempt, outcome_of, record
+from .outcomes import cancelled, describe, failed_attempt, outcome_of, record
 from .records import LiveState, Outcome
 from .signals import job_started
 from .store import ChangeWatcher, JobStore
@@ -416,13 +416,10 @@ class Runner:
         """Cancel queued jobs that were asked to stop, and jobs whose parent will never complete;
         release the jobs whose parent completed (a sweep: each is normally done at once)."""
         now = self._now()
-        taken = [(job, f"job {job.id} was cancelled before it started")
-                 for job in self.store.take_cancelled(self.owner, now)]  # fmt: skip
-        taken += self.store.settle_waiting(self.owner, now)
-        return record(self.app, self.extension, self.store, [
-            Outcome(job, JobState.CANCELLED, now, error_type="JobCancelled", error_message=why)
-            for job, why in taken
-        ], self.owner)  # fmt: skip
+        outcomes = [cancelled(job, now) for job in self.store.take_cancelled(self.owner, now)]
+        outcomes += [cancelled(job, now, why) for job, why in self.store.settle_waiting(
+            self.owner, now)]  # fmt: skip
+        return record(self.app, self.extension, self.store, outcomes, self.owner)
 
     def stop_job(self, job_id: int, reason: str = "cancelled") -> bool:
         """Ask the job to stop if it runs in this process."""
@@ -466,8 +463,7 @@ class Runner:
 
     def _orphan_outcome(self, job: BackgroundJob, now: float, lost_owner: str | None) -> Outcome:
         if job.cancel_requested:
-            return Outcome(job, JobState.CANCELLED, now, error_type="JobCancelled",
-                           error_message=f"job {job.id} was cancelled")  # fmt: skip
+            return cancelled(job, now, f"job {job.id} was cancelled")
         error = WorkerLostError(
             f"the worker process running job {job.id} stopped answering (lease expired); "
             f"attempt {job.attempts} is counted as failed"

@@ -212,7 +212,6 @@ def test_run_after_wakes_the_runner_in_time_without_polling(make_app: Any) -> No
     jobs.command(lambda: started.append(time.monotonic()), name="later")
     with app.app_context():
         jobs.start()
-        time.sleep(0.05)  # let the idle dispatcher settle into its long wait
         begin = time.monotonic()
         ref = jobs.enqueue_command("later", run_after=utcnow() + timedelta(seconds=0.3))
         jobs.wait_for(ref.id, timeout=5)
