@@ -171,6 +171,7 @@ class Flusher:
         self.interval = interval
         self.name = name
         self._pid: int | None = None
+        self._started = False  # in this process (a forked child calls forget())
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._wake = threading.Event()
@@ -181,11 +182,12 @@ class Flusher:
         return self._thread is not None and self._thread.is_alive() and self._pid == os.getpid()
 
     def ensure_started(self) -> None:
-        if self._pid == os.getpid() or self.interval <= 0:
+        if self._started or self.interval <= 0:
             return
         with self._lock:
             if self._pid == os.getpid():
-                return
+                return  # another request thread got here first
+            self._started = True
             self._stopping = False
             self._wake = threading.Event()
             self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
@@ -202,10 +204,18 @@ class Flusher:
             thread, self._thread = self._thread, None
             mine = self._pid == os.getpid()
             self._pid = None
+            self._started = False
             self._stopping = True
             self._wake.set()
         if thread is not None and mine and thread is not threading.current_thread():
             thread.join(timeout)
+
+    def forget(self) -> None:
+        """In a forked child: the parent's thread is not ours; the next request starts one."""
+        self._started = False
+        self._pid = None
+        self._thread = None
+        self._lock = threading.Lock()
 
     def _run(self) -> None:
         wake = self._wake

@@ -1,21 +1,22 @@
 """The request path: what each request leaves in the buffer, as cheaply as it can.
 
 A thin WSGI middleware around ``app.wsgi_app`` notes the start time and trace id, sees the status
-and headers go out (adding ``X-Request-ID``), and appends one :class:`Captured` to the buffer
-when the response ends: at once for a body Werkzeug holds (it has a Content-Length), when the
-server closes it for a body the view streams (never read here). Nothing is parsed, redacted,
-encoded or written on the request path; :mod:`.records` does that at flush time.
+and headers go out (adding ``X-Request-ID``), and appends one record to the buffer when the
+response ends: at once for a body Werkzeug holds (it has a Content-Length), when the server
+closes it for a body the view streams (never read here). Nothing is parsed, redacted, encoded or
+written on the request path; :mod:`.records` does that at flush time.
 
-Errors come from ``got_request_exception``, ``teardown_request`` (which runs even when a view
-raised under ``PROPAGATE_EXCEPTIONS``) and a wrapper of ``app.handle_user_exception``, which sees
-exceptions an ``@app.errorhandler`` turned into a response and that Flask signals nowhere else.
-An ``after_request`` hook is added only when response bodies are tracked; the user id is read
-when the status goes out, still inside the request context.
+Errors come from ``got_request_exception`` (sent before an exception propagates, too) and a
+wrapper of ``app.handle_user_exception``, which sees exceptions an ``@app.errorhandler`` turned
+into a response and that Flask signals nowhere else; both run inside the request context, where
+the endpoint and user of a request whose view raised are still known. An exception that escapes
+Flask itself is described by the middleware. ``app.process_response`` is wrapped only when
+response bodies are tracked; the user id is read when the status goes out.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import itertools
 import logging
 import os
 import re
@@ -26,9 +27,8 @@ from io import BytesIO
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, g, got_request_exception, request
+from flask import Flask, Response, g, got_request_exception, request
 from werkzeug.exceptions import HTTPException
-from werkzeug.wrappers import Response
 
 from .buffer import LogBuffer
 from .config import Settings
@@ -51,41 +51,28 @@ ErrorInfo = tuple[str, "str | None", "str | None"]
 
 
 class Captured:
-    """What a request in progress has shown so far; it becomes a :class:`Record` when it ends."""
+    """What a request in progress has shown so far; it becomes a :data:`Record` when it ends.
 
-    __slots__ = (
-        "__weakref__",
-        "endpoint",
-        "error",
-        "finished",
-        "headers",
-        "request",
-        "request_body",
-        "response_body",
-        "response_mimetype",
-        "start",
-        "status",
-        "streamed",
-        "timestamp",
-        "trace_id",
-        "user_id",
-    )
+    Only what every request sets is set per instance; the rest are class defaults, overridden
+    by the few requests that have them (errors, bodies, streamed responses).
+    """
+
+    status = "500 INTERNAL SERVER ERROR"  # until a response says otherwise
+    headers: Sequence[tuple[str, str]] = ()
+    endpoint: str | None = None
+    request: Any = None  # for skip_logging predicates, until the entry is finished
+    finished = False
+    request_body: bytes | str | None = None
+    response_body: bytes | str | None = None
+    response_mimetype = ""
+    error: ErrorInfo | None = None
+    user_id: str | None = None
+    streamed = False
 
     def __init__(self, start: float, timestamp: float, trace_id: str) -> None:
         self.start = start
         self.timestamp = timestamp
         self.trace_id = trace_id
-        self.status = "500 INTERNAL SERVER ERROR"  # until a response says otherwise
-        self.headers: Sequence[tuple[str, str]] = ()
-        self.endpoint: str | None = None
-        self.request: Any = None  # for skip_logging predicates, until the entry is finished
-        self.finished = False
-        self.request_body: bytes | str | None = None
-        self.response_body: bytes | str | None = None
-        self.response_mimetype = ""
-        self.error: ErrorInfo | None = None
-        self.user_id: str | None = None
-        self.streamed = False
 
 
 #: What the buffer holds for one request: ``(timestamp, trace_id, environ, status, headers,
@@ -109,7 +96,7 @@ Record = tuple[
 
 
 class Capture:
-    """The request hooks of one app; appends a :class:`Captured` per request to ``buffer``."""
+    """The request hooks of one app; appends a :data:`Record` per request to ``buffer``."""
 
     def __init__(
         self,
@@ -138,20 +125,29 @@ class Capture:
         self.excluded_exact = frozenset(exact)
         self.excluded_prefixes = tuple(prefixes)
         self.app: WSGIApplication | None = None
-        self.wants_user = False
         self.flask_app: Flask | None = None
+        # Whether to ask for the user: decided at the first request (when Flask-Login, if the
+        # app uses it, has been set up), then for good.
+        self.wants_user: bool | None = None if settings.user_id is None else True
+        self.read_bodies = settings.enable_request_body_tracking
+        self._ids = TraceIds()
 
     def install(self, app: Flask) -> None:
         """Wrap ``app.wsgi_app`` and register the Flask hooks."""
         self.app = app.wsgi_app
         app.wsgi_app = self.middleware  # type: ignore[method-assign]
         self.flask_app = app
-        self.wants_user = (
-            self.settings.user_id is not None or importlib.util.find_spec("flask_login") is not None
-        )
         if self.settings.enable_response_tracking:
-            app.after_request(self.after)
-        app.teardown_request(self.teardown)
+            # A wrapper rather than an after_request hook: it sees the response every hook and
+            # the session made, and costs one call (Flask inspects each hook at every request).
+            process = app.process_response
+
+            def process_response(response: Response) -> Response:
+                response = process(response)
+                self.after(response)
+                return response
+
+            app.process_response = process_response  # type: ignore[method-assign]
         got_request_exception.connect(self.on_exception, app, weak=False)
         handle = app.handle_user_exception
 
@@ -170,14 +166,12 @@ class Capture:
         if path in self.excluded_exact or path.startswith(self.excluded_prefixes):
             return self.app(environ, start_response)
         timestamp = self.now()
-        incoming = environ.get(self.id_key)
-        if incoming and _VALID_ID.match(incoming):
-            trace_id = incoming
-        else:
-            trace_id = f"{int(timestamp * 1000):012x}{os.urandom(6).hex()}"
+        trace_id: str = environ.get(self.id_key) or ""
+        if not _VALID_ID.match(trace_id):
+            trace_id = self._ids.new(timestamp)
         captured = Captured(perf_counter(), timestamp, trace_id)
         environ[ENVIRON_KEY] = captured
-        if self.settings.enable_request_body_tracking:
+        if self.read_bodies:
             self._read_request_body(environ, captured)
         echo = (self.header_name, trace_id)
         lower = self._header_lower
@@ -185,23 +179,28 @@ class Capture:
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             # Still inside the request context: Flask forgets the request when it pops it.
             werkzeug_request = environ.get("werkzeug.request")
-            rule = getattr(werkzeug_request, "url_rule", None)
-            captured.endpoint = rule.endpoint if rule is not None else None
-            if self.skip:
-                captured.request = werkzeug_request
-            if self.wants_user and werkzeug_request is not None:
-                captured.user_id = self.user_id()
+            if werkzeug_request is not None:
+                rule = werkzeug_request.url_rule
+                if rule is not None:
+                    captured.endpoint = rule.endpoint
+                if self.skip:
+                    captured.request = werkzeug_request
+                if self.wants_user is not False and captured.user_id is None:
+                    captured.user_id = self.user_id()
             captured.status = status
             sized = echoed = False
             for name, _value in headers:
                 folded = name.lower()
-                sized = sized or folded == "content-length"
-                echoed = echoed or folded == lower
+                if folded == "content-length":
+                    sized = True
+                elif folded == lower:
+                    echoed = True
             if not echoed:
                 headers.append(echo)
             # A body of unknown length is streamed by the view (a generator): the entry ends
             # when the server closes it. Werkzeug gives every body it holds a Content-Length.
-            captured.streamed = not sized and status[:3] not in _BODILESS
+            if not sized and status[:3] not in _BODILESS:
+                captured.streamed = True
             captured.headers = headers
             return start_response(status, headers, exc_info)
 
@@ -222,30 +221,31 @@ class Capture:
             return  # finished already (closed, then collected)
         captured.finished = True
         duration_ms = (perf_counter() - captured.start) * 1000.0
-        # Strings only: servers put live objects in the environ (sockets, streams, callables)
-        # that the buffer must neither keep alive nor make the garbage collector walk.
-        copy = {key: value for key, value in environ.items() if value.__class__ is str}
         if self.skip:
             werkzeug_request, captured.request = captured.request, None
             if not self._wanted(werkzeug_request):
                 return
-        filling = self.buffer.append(
-            (
-                captured.timestamp,
-                captured.trace_id,
-                copy,
-                captured.status,
-                tuple(captured.headers),
-                captured.endpoint,
-                duration_ms,
-                captured.request_body,
-                captured.response_body,
-                captured.response_mimetype,
-                captured.error,
-                captured.user_id,
+        self.on_append(
+            self.buffer.append(
+                (
+                    captured.timestamp,
+                    captured.trace_id,
+                    # Strings only: servers put live objects in the environ (sockets, streams,
+                    # callables) that the buffer must neither keep alive nor make the garbage
+                    # collector walk.
+                    {key: value for key, value in environ.items() if value.__class__ is str},
+                    captured.status,
+                    tuple(captured.headers),
+                    captured.endpoint,
+                    duration_ms,
+                    captured.request_body,
+                    captured.response_body,
+                    captured.response_mimetype,
+                    captured.error,
+                    captured.user_id,
+                )
             )
         )
-        self.on_append(filling)
 
     def _wanted(self, werkzeug_request: Any) -> bool:
         try:
@@ -267,39 +267,33 @@ class Capture:
 
     # -- Flask hooks -----------------------------------------------------------------------------
 
-    def after(self, response: Response) -> Response:
-        """Keep the response body (registered only when response tracking is on)."""
+    def after(self, response: Response) -> None:
+        """Keep the response body (called only when response tracking is on)."""
         captured: Captured | None = request.environ.get(ENVIRON_KEY)
-        if captured is None:
-            return response
-        if self.settings.enable_response_tracking and not response.is_streamed:
+        if captured is not None and not response.is_streamed:
             mimetype = response.mimetype or ""
             if is_textual(mimetype):
                 captured.response_mimetype = mimetype
                 captured.response_body = self.keep(response.get_data(), mimetype)
-        return response
-
-    def teardown(self, exception: BaseException | None) -> None:
-        if exception is None:
-            return
-        try:
-            captured: Captured | None = request.environ.get(ENVIRON_KEY)
-            if captured is not None:
-                rule = request.url_rule
-                captured.endpoint = rule.endpoint if rule is not None else None
-                if self.skip:
-                    captured.request = request._get_current_object()  # type: ignore[attr-defined]
-                if captured.error is None:
-                    captured.error = self.describe(exception)
-                if captured.user_id is None:
-                    captured.user_id = self.user_id()
-        except Exception:  # teardown_request must never raise
-            logger.exception("flask_sqlitelogs could not record the error of a request")
 
     def on_exception(self, sender: Any, exception: BaseException, **extra: Any) -> None:
-        captured: Captured | None = request.environ.get(ENVIRON_KEY)
-        if captured is not None and captured.error is None:
-            captured.error = self.describe(exception)
+        """Note the error, and what only the request context knows (a raising view never gets
+        to ``start_response`` while the request is still there)."""
+        try:
+            captured: Captured | None = request.environ.get(ENVIRON_KEY)
+            if captured is None:
+                return
+            if captured.error is None:
+                captured.error = self.describe(exception)
+            rule = request.url_rule
+            if rule is not None:
+                captured.endpoint = rule.endpoint
+            if self.skip:
+                captured.request = request._get_current_object()  # type: ignore[attr-defined]
+            if self.wants_user is not False and captured.user_id is None:
+                captured.user_id = self.user_id()
+        except Exception:  # a signal receiver must not change how the app answers
+            logger.exception("flask_sqlitelogs could not record the error of a request")
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -328,9 +322,11 @@ class Capture:
         try:
             if getter is not None:
                 value = getter()
-            elif getattr(self.flask_app, "login_manager", None) is None:
-                return None  # Flask-Login is installed but this app does not use it
+            elif self.wants_user is None and getattr(self.flask_app, "login_manager", None) is None:
+                self.wants_user = False  # for good: no user to read in this app
+                return None
             else:
+                self.wants_user = True
                 # Only a user the request already loaded: never a database query from here.
                 user = g.get("_login_user")
                 value = user.get_id() if getattr(user, "is_authenticated", False) else None
@@ -338,6 +334,36 @@ class Capture:
             logger.exception("flask_sqlitelogs: the user_id callable failed")
             return None
         return None if value is None else str(value)[:200]
+
+
+class TraceIds:
+    """New trace ids: 24 hex digits, the time in milliseconds then a random prefix drawn once
+    per process (again after a fork) and a counter, so that ids sort by time and never repeat
+    across the processes of a server."""
+
+    def __init__(self) -> None:
+        self._prefix = ""
+        self._counter = itertools.count()
+        _trace_ids.add(self)
+        self.reseed()
+
+    def reseed(self) -> None:
+        self._prefix = os.urandom(4).hex()
+        self._counter = itertools.count(int.from_bytes(os.urandom(2), "big"))
+
+    def new(self, timestamp: float) -> str:
+        return f"{int(timestamp * 1000):012x}{self._prefix}{next(self._counter) & 0xFFFF:04x}"
+
+
+_trace_ids: weakref.WeakSet[TraceIds] = weakref.WeakSet()
+
+
+def _reseed_after_fork() -> None:
+    for ids in list(_trace_ids):
+        ids.reseed()
+
+
+os.register_at_fork(after_in_child=_reseed_after_fork)
 
 
 class _Closing:

@@ -315,6 +315,7 @@ def _forget_after_fork() -> None:
     # The parent still holds (and writes) what it buffered; a child starts empty.
     for state in list(_live):
         state.pipeline.discard()
+        state.flusher.forget()
 
 
 atexit.register(_flush_at_exit)
