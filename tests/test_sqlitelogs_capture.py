@@ -4,7 +4,9 @@ ids; redaction of headers, JSON, form and query string; body rules; exclusions a
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
+import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,6 +18,7 @@ from werkzeug.test import EnvironBuilder
 
 from flask_bgjobs import ManualClock
 from flask_sqlitelogs import REDACTED, LogEntry, SqliteRequestLogger
+from flask_sqlitelogs.capture import TraceIds
 
 from .apps.logs_app import create_app
 
@@ -174,6 +177,35 @@ def test_an_incoming_request_id_is_kept_and_echoed(make: Make) -> None:
     entries = logged(app, logs)
     assert [e.trace_id for e in entries] == [r.headers["X-Request-ID"] for r in (good, bad, long)]
     assert len({e.trace_id for e in entries}) == 3
+
+
+def test_generated_trace_ids_are_unique_time_ordered_and_differ_after_a_fork() -> None:
+    ids = TraceIds()
+    moment = datetime(2026, 3, 1, tzinfo=timezone.utc).timestamp()
+    made: list[str] = []
+
+    def burst() -> None:
+        made.extend(ids.new(moment) for _ in range(5000))
+
+    threads = [threading.Thread(target=burst) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(made)) == 20000
+    assert all(len(i) == 24 and int(i, 16) >= 0 for i in made)
+    assert ids.new(moment) < ids.new(moment + 0.002)  # the milliseconds lead
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its ids must not repeat the parent's
+        os.close(reader)
+        os.write(writer, ids.new(moment).encode())
+        os._exit(0)
+    os.close(writer)
+    child = os.read(reader, 100).decode()
+    os.close(reader)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert len(child) == 24 and child[12:20] != ids.new(moment)[12:20]
 
 
 def test_secret_headers_are_redacted(make: Make) -> None:
