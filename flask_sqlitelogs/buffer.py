@@ -53,9 +53,15 @@ class LogBuffer:
             return size + 1 >= self.high_water
 
     def take(self) -> list[Any]:
-        """Everything buffered, oldest first; the buffer is left empty."""
+        """Everything buffered, oldest first; the buffer is left empty.
+
+        The items still count against the capacity (as backlog) until the flush that took them
+        sets :attr:`backlog` to what it could not write: a flush waiting on a locked file must
+        not let the buffer fill up a second time.
+        """
         with self._lock:
             items, self._items = self._items, []
+            self.backlog += len(items)
             return items
 
     def clear(self) -> None:
@@ -97,31 +103,23 @@ class Pipeline:
         """
         with self._lock:
             self._report_drops()
-            pending = self._backlog
-            month_of = _MonthOf()
-            for index, item in enumerate(self.buffer.take()):
-                if index % _YIELD_EVERY == _YIELD_EVERY - 1:
-                    # Offer the GIL to request threads between batches of conversions.
-                    time.sleep(0)
-                try:
-                    row = self.convert(item)
-                except Exception:
-                    logger.exception("flask_sqlitelogs: an entry could not be prepared; skipped")
-                    continue
-                if row is not None:
-                    pending.setdefault(month_of(row[0]), []).append(row)
-            self._backlog = {}
-            written, failed = 0, None
-            for month in sorted(pending):
-                rows = pending[month]
-                try:
-                    self._write(month, rows)
-                except Exception as error:
-                    self._backlog[month] = rows
-                    failed = failed or error
-                else:
-                    written += len(rows)
-            self.buffer.backlog = sum(len(rows) for rows in self._backlog.values())
+            try:
+                pending = self._backlog
+                self._convert(self.buffer.take(), pending)
+                self._backlog = {}
+                written, failed = 0, None
+                for month in sorted(pending):
+                    rows = pending[month]
+                    try:
+                        self._write(month, rows)
+                    except Exception as error:
+                        self._backlog[month] = rows
+                        failed = failed or error
+                    else:
+                        written += len(rows)
+            finally:
+                # What is still unwritten; until now the taken entries counted as backlog.
+                self.buffer.backlog = sum(len(rows) for rows in self._backlog.values())
             self.written += written
             if failed is not None:
                 self.failures += 1
@@ -129,6 +127,21 @@ class Pipeline:
                 raise failed
             self.last_error = None
             return written
+
+    def _convert(self, items: list[Any], pending: dict[str, list[tuple[Any, ...]]]) -> None:
+        """Add the rows of ``items`` to ``pending``, by month."""
+        month_of = _MonthOf()
+        for index, item in enumerate(items):
+            if index % _YIELD_EVERY == _YIELD_EVERY - 1:
+                # Offer the GIL to request threads between batches of conversions.
+                time.sleep(0)
+            try:
+                row = self.convert(item)
+            except Exception:
+                logger.exception("flask_sqlitelogs: an entry could not be prepared; skipped")
+                continue
+            if row is not None:
+                pending.setdefault(month_of(row[0]), []).append(row)
 
     def discard(self) -> None:
         """Forget everything unwritten (after a fork: the parent writes its own entries)."""

@@ -113,6 +113,44 @@ def test_a_flush_against_a_locked_database_keeps_everything_and_retries(make: Ma
     assert paths(app, logs) == [f"/items/{n}" for n in range(11)]
 
 
+def test_entries_taken_by_a_flush_still_count_against_the_capacity(make: Make) -> None:
+    """While a flush waits on another process's lock, the buffer must not fill a second time."""
+    app, logs = make(sqlite_busy_timeout=2.0, capacity=4)
+    client = app.test_client()
+    client.get("/items/0")
+    with app.app_context():
+        logs.flush()
+        path = logs.store().files.path_for("2026-03")
+    for number in range(1, 5):
+        client.get(f"/items/{number}")  # the buffer is full
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    errors: list[BaseException] = []
+
+    def flush() -> None:
+        with app.app_context():
+            try:
+                logs.flush()
+            except BaseException as error:
+                errors.append(error)
+
+    flusher = threading.Thread(target=flush)
+    try:
+        flusher.start()
+        with app.app_context():
+            wait_until(lambda: len(logs.state().buffer) == 0)  # taken, now waiting on the lock
+            for number in range(5, 8):
+                assert client.get(f"/items/{number}").status_code == 200
+            assert logs.stats()["dropped"] == 3
+            assert logs.stats()["pending"] == 4
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        flusher.join()
+    assert errors == []  # the lock went within the busy timeout
+    assert paths(app, logs) == [f"/items/{n}" for n in range(5)]
+
+
 def test_the_timer_thread_starts_lazily_flushes_and_stops(make: Make) -> None:
     app, logs = make(flush_interval=0.02)
     with app.app_context():
