@@ -15,6 +15,10 @@ class DatabaseBusyError(StorageError):
     """Another connection held the write lock of a database for longer than the wait bound."""
 
 
+class DatabaseDamagedError(StorageError):
+    """A database file is not a SQLite database any more, or SQLite found it malformed."""
+
+
 class SchemaVersionError(StorageError):
     """A database file was written by a newer release, whose schema this one does not know."""
 
