@@ -236,14 +236,20 @@ _live_workers: set[subprocess.Popen[bytes]] = set()
 _worker_logs: dict[int, Path] = {}
 
 
-def start_worker(folder: Path, index: int) -> subprocess.Popen[bytes]:
+def start_worker(
+    folder: Path, index: int, args: Sequence[str] = (), config: dict[str, Any] | None = None
+) -> subprocess.Popen[bytes]:
+    """A ``flask jobs worker`` process (``args`` added to its command line) on ``folder``'s
+    ``jobs.db``; ``config`` goes into its app's config (``BGJOBS_SQLITE_SYNCHRONOUS``...)."""
     paths = [str(BENCH_DIR), str(ROOT), os.environ.get("PYTHONPATH", "")]
     env = {
         **os.environ,
         "BENCH_QUEUE_DIR": str(folder),
+        "BENCH_QUEUE_CONFIG": json.dumps(config or {}),
         "PYTHONPATH": os.pathsep.join(p for p in paths if p),
     }
     command = [sys.executable, "-m", "flask", "--app", "queue_app:create_app", "jobs", "worker"]
+    command += args
     log = folder / f"worker{index}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -295,8 +301,8 @@ def extension(app: Flask) -> BackgroundJobs:
     return jobs
 
 
-def open_app(folder: Path) -> tuple[Flask, BackgroundJobs, QueueProbe]:
-    app = create_app(str(folder))
+def open_app(folder: Path, **config: Any) -> tuple[Flask, BackgroundJobs, QueueProbe]:
+    app = create_app(str(folder), **config)
     jobs = extension(app)
     with app.app_context():
         jobs.list_jobs(limit=1)  # creates jobs.db and its schema outside the timed parts
@@ -454,22 +460,27 @@ def latency_cross_process(
 
 def raw_sqlite(cfg: Config, folder: Path, put: Put, watchdog: Watchdog) -> None:
     """(6a) raw enqueue transactions into an empty file, (6b) claim+complete cycles on them."""
-    path = folder / "raw.db"
-    database = Database(path, QUEUE_SCHEMA, SqliteOptions())
-    with database.write():
-        pass  # the same file, schema and indexes as a jobs.db
-    database.dispose()
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn = open_raw(folder / "raw.db")
     try:
-        for pragma in ("busy_timeout = 5000", "journal_mode = WAL", "synchronous = NORMAL"):
-            conn.execute(f"PRAGMA {pragma}")
-        conn.execute("PRAGMA foreign_keys = ON")
         with watchdog.phase("raw enqueue", cfg.limit) as phase:
             put("raw_enqueue", raw_enqueue(conn, cfg.jobs, phase))
         with watchdog.phase("raw claim+complete", cfg.limit) as phase:
             put("raw_cycle", raw_cycles(conn, cfg.jobs, phase))
     finally:
         conn.close()
+
+
+def open_raw(path: Path, synchronous: str = "NORMAL") -> sqlite3.Connection:
+    """A raw ``sqlite3`` connection to a new file with the schema and indexes of a jobs.db."""
+    database = Database(path, QUEUE_SCHEMA, SqliteOptions())
+    with database.write():
+        pass  # the same file, schema and indexes as a jobs.db
+    database.dispose()
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    for pragma in ("busy_timeout = 5000", "journal_mode = WAL", f"synchronous = {synchronous}"):
+        conn.execute(f"PRAGMA {pragma}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
 
 
 def raw_enqueue(conn: sqlite3.Connection, count: int, phase: Phase) -> float:
