@@ -22,14 +22,18 @@ from __future__ import annotations
 import hmac
 import re
 import secrets
-from collections.abc import Callable, Collection
+import weakref
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timezone
 from typing import Any, NoReturn
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
-from flask import Blueprint, abort, current_app, g, request
+from flask import Blueprint, abort, current_app, g, render_template, request, url_for
+from flask.sansio.blueprints import BlueprintSetupState
 from itsdangerous import BadData, URLSafeTimedSerializer
 from werkzeug.wrappers import Response
+
+from .text import utf8_safe
 
 #: Decides whether the current request may see the admin pages (truthy: yes).
 Authorizer = Callable[[], object]
@@ -90,14 +94,59 @@ class AdminGuard:
         self.token_max_age = token_max_age
         self.cookie_name = f"{name}_csrf"
         self._salt = f"flask-bgjobs.adminkit.csrf.{name}"
+        #: The URL prefixes of the protected blueprint, per app: (prefix, prefix + "/") pairs.
+        self._prefixes: weakref.WeakKeyDictionary[object, tuple[str, ...]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def protect(self, blueprint: Blueprint) -> None:
-        """Check access and CSRF before every request of ``blueprint``; add headers after."""
+        """Check access and CSRF before every request of ``blueprint``; add headers after.
+
+        The headers also go on the responses under the blueprint's URL prefix that no route of
+        the blueprint answered (a 404 for an unknown page, a 405 for a wrong method): Flask
+        runs no hook of the blueprint for them.
+        """
         blueprint.before_request(self.check_request)
         blueprint.after_request(self.finish_response)
         blueprint.context_processor(
-            lambda: {"csrf_token": self.csrf_token, "csrf_enabled": self.csrf_enabled}
+            lambda: {
+                "csrf_token": self.csrf_token,
+                "csrf_enabled": self.csrf_enabled,
+                "url_with": url_with,
+            }
         )
+        name = blueprint.name
+
+        def remember_prefix(state: BlueprintSetupState) -> None:
+            prefix = (state.url_prefix or "").rstrip("/")
+            if not prefix:  # a blueprint at the root: only its own routes get the headers
+                return
+            app = state.app
+            known = self._prefixes.get(app)
+            self._prefixes[app] = (*(known or ()), prefix, f"{prefix}/")
+            if known is None:
+                self._guard_strays(app, name)
+
+        blueprint.record(remember_prefix)
+
+    def _guard_strays(self, app: Any, name: str) -> None:
+        """Give the headers to the HTTP errors under the prefixes that no route of blueprint
+        ``name`` answered. A wrapper of ``app.handle_http_exception`` rather than an
+        ``after_app_request`` hook: it runs only for those errors, not for every request the
+        app serves."""
+        handle = app.handle_http_exception
+
+        def handle_http_exception(error: Any) -> Any:
+            result = handle(error)
+            prefixes = self._prefixes.get(app, ())
+            path = request.path
+            if request.blueprint != name and (
+                path.startswith(prefixes[1::2]) or path in prefixes[::2]
+            ):
+                return set_security_headers(app.make_response(result), self.csp)
+            return result
+
+        app.handle_http_exception = handle_http_exception
 
     # -- access ----------------------------------------------------------------------------------
 
@@ -195,6 +244,12 @@ class AdminGuard:
                 "random value"
             )
         return URLSafeTimedSerializer(secret, salt=self._salt)
+
+
+def render(template: str, **context: Any) -> str:
+    """``render_template``, made safe to send: a lone surrogate (``"\\ud800"``, which a JSON
+    value may hold but UTF-8 cannot encode) becomes U+FFFD instead of failing the response."""
+    return utf8_safe(render_template(template, **context))
 
 
 def set_security_headers(response: Response, csp: str = DEFAULT_CSP) -> Response:
@@ -331,5 +386,18 @@ def datetime_arg(name: str) -> datetime | None:
 
 
 def args_without(*names: str) -> dict[str, Any]:
-    """The current query parameters minus ``names`` (to build links that change one of them)."""
+    """The current query parameters minus ``names`` (to build links that change one of them).
+
+    Give them to :func:`url_with`, not to ``url_for(endpoint, **args)``: a parameter named
+    ``endpoint``, ``_external`` or like a route argument would clash with ``url_for``'s own.
+    """
     return {k: v for k, v in request.args.items() if k not in names and v != ""}
+
+
+def url_with(endpoint: str, params: Mapping[str, Any] | None = None, **values: Any) -> str:
+    """``url_for(endpoint, **values)`` with ``params`` as its query string, whatever their names
+    (``endpoint``, ``_external``, ``kind``... mean nothing to ``url_for`` here). Templates of a
+    protected blueprint have it as ``url_with``."""
+    base = url_for(endpoint, **values)
+    pairs = [(k, v) for k, v in (params or {}).items() if v is not None and v != ""]
+    return f"{base}?{urlencode(pairs)}" if pairs else base

@@ -35,10 +35,11 @@ def check_endpoint(app: Flask, endpoint: str, method: str, view_args: dict[str, 
                               f"{', '.join(allowed)}")  # fmt: skip
     try:
         return app.url_map.bind("localhost").build(endpoint, view_args, method=method)
-    except BuildError as error:
-        raise InvalidJobError(
-            f"no URL of endpoint {endpoint!r} fits view_args {view_args!r}: {error}"
-        ) from None
+    except (BuildError, TypeError, ValueError) as error:  # converters raise the last two
+        shown = repr(view_args)
+        shown = shown if len(shown) <= 200 else f"{shown[:199]}…"
+        raise InvalidJobError(f"no URL of endpoint {endpoint!r} fits view_args {shown}: "
+                              f"{type(error).__name__}: {error}") from None  # fmt: skip
 
 
 def call_view(extension: BackgroundJobs, app: Flask, job: BackgroundJob) -> Any:

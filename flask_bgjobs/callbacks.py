@@ -20,7 +20,8 @@ A password, header value or token written as ``$NAME`` is read from the environm
     send_json_callback("ci:s3cr%40t@https://example.org/hooks", result)
 
 Secrets never appear in the messages of the errors raised here: they name the URL as
-:func:`redact_reply_to` shows it, with the credentials replaced by ``***``.
+:func:`redact_reply_to` shows it, with the credentials, and the values of query parameters that
+look secret (``?token=``, ``?api_key=``, ``?sig=``...), replaced by ``***``.
 """
 
 from __future__ import annotations
@@ -74,6 +75,17 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z\-]+")
 _HEADER_VALUE = re.compile(r"[!-~]([!-~ \t]*[!-~])?")
 
 _REDACTED = "***"
+
+#: Query parameters whose values :func:`redact_reply_to` hides: a name that, lower-cased and
+#: stripped to letters and digits, contains one of these (the request logger's default rule)...
+_SECRET_PARAMS = (
+    "password", "passwd", "passphrase", "secret", "token", "apikey", "accesskey", "privatekey",
+    "authorization", "credential", "session", "csrf", "signature",
+)  # fmt: skip
+#: ... or is one of these.
+_SECRET_NAMES = frozenset({"key", "sig", "auth", "code", "pw", "pwd", "jwt"})
+_NOT_ALNUM = re.compile(r"[^a-z0-9]")
+_QUERY_SEPARATORS = re.compile(r"([&;])")
 
 
 @dataclass(frozen=True)
@@ -166,6 +178,10 @@ def _redact_netloc(url: str) -> str:
 def redact_reply_to(url: str) -> str:
     """Return ``url`` fit for display: its credentials replaced by ``***``.
 
+    So are the values of query parameters whose names look secret: a name that, lower-cased and
+    stripped to letters and digits, contains ``password``, ``token``, ``secret``, ``apikey``,
+    ``signature``... or is ``key``, ``sig``, ``auth``, ``code``, ``pw``, ``pwd`` or ``jwt``.
+
     Works on any string, valid or not: ``"PUT user:pw@https://h/x"`` gives
     ``"PUT ***@https://h/x"``. A ``user:password@`` inside the URL's authority is masked too,
     and so is everything before the last ``@`` of a value that has no ``scheme://`` at all.
@@ -184,7 +200,28 @@ def redact_reply_to(url: str) -> str:
         shown = f"{_REDACTED}{target[target.rfind('@') :]}"
     else:
         shown = target
+    shown = _redact_query(shown)
     return shown if method is None else f"{method} {shown}"
+
+
+def _is_secret_param(name: str) -> bool:
+    folded = _NOT_ALNUM.sub("", unquote(name.replace("+", " ")).lower())
+    return folded in _SECRET_NAMES or any(needle in folded for needle in _SECRET_PARAMS)
+
+
+def _redact_query(url: str) -> str:
+    """Mask the values of the query parameters of ``url`` whose names look secret
+    (``?token=...``, ``?api_key=...``, ``?sig=...``)."""
+    base, question, rest = url.partition("?")
+    if not question:
+        return url
+    query, hash_sign, fragment = rest.partition("#")
+    pieces = _QUERY_SEPARATORS.split(query)
+    for index in range(0, len(pieces), 2):
+        name, equals, _value = pieces[index].partition("=")
+        if equals and _is_secret_param(name):
+            pieces[index] = f"{name}={_REDACTED}"
+    return f"{base}?{''.join(pieces)}{hash_sign}{fragment}"
 
 
 def _invalid(url: str, problem: str) -> InvalidJobError:
@@ -386,15 +423,17 @@ def send_json_callback(url: str, payload: Any, timeout: float = 10.0) -> request
             timeout=timeout,
             allow_redirects=False,
         )
+    # The errors of requests repeat the URL with its query string (which may hold a token): they
+    # are not chained, so that no traceback of a failed notification shows it.
     except requests.Timeout as exc:
         raise ReplyToError(
             f"reply_to {shown} did not answer within {timeout:g} s ({type(exc).__name__})",
             url=shown,
-        ) from exc
+        ) from None
     except requests.RequestException as exc:
         raise ReplyToError(
             f"reply_to {shown} could not be reached ({type(exc).__name__})", url=shown
-        ) from exc
+        ) from None
     if not 200 <= response.status_code < 300:
         status = response.status_code
         reason = f" {response.reason}" if response.reason else ""

@@ -189,7 +189,7 @@ class BackgroundJobs(RecurringMixin):
         )  # fmt: skip
         options.check(self.registry)
         state = self._state()
-        job = options.new_job(command, RequestType.COMMAND.value, to_json(_plain(request),
+        job = options.new_job(command, RequestType.COMMAND.value, to_json(request,
                               "request"), state.settings, self.now(), registered)  # fmt: skip
         return self._enqueue(job, options.on_conflict)
 
@@ -215,7 +215,7 @@ class BackgroundJobs(RecurringMixin):
         checked = JobOptions(**options)
         checked.check(self.registry)
         extra = {"method": method, "view_args": view_args or None}
-        job = checked.new_job(endpoint, RequestType.API.value, to_json(_plain(request), "request"),
+        job = checked.new_job(endpoint, RequestType.API.value, to_json(request, "request"),
                               self._state(app).settings, self.now(), extra=extra)  # fmt: skip
         return self._enqueue(job, checked.on_conflict)
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .callbacks import parse_reply_to
+from .callbacks import parse_reply_to, redact_reply_to
 from .clock import as_utc
 from .config import Settings, check_option
 from .context import _current
@@ -17,6 +18,12 @@ from .registry import Command, CommandRegistry
 from .serialization import to_json
 
 ON_CONFLICT = ("raise", "return_existing")
+#: The largest id, retry limit or other whole number a job row holds (SQLite's INTEGER).
+MAX_INT = 2**63 - 1
+#: The longest ``tag``, ``created_by``, ``batch_id``, ``worker`` and ``ref_id``.
+MAX_NAME = 200
+#: The longest ``reply_to`` (a URL with credentials, such as a bearer token, may be long).
+MAX_REPLY_TO = 2000
 _ANY_VARIABLE: defaultdict[str, str] = defaultdict(lambda: "set-when-used")
 
 
@@ -42,11 +49,15 @@ class JobOptions:
 
     def check(self, registry: CommandRegistry) -> None:
         """Raise :class:`InvalidJobError` (or ``UnknownCommandError``) for a bad option."""
-        for name in ("tag", "created_by", "batch_id", "reply_to", "worker", "ref_id"):
-            check_option(getattr(self, name), name, is_name, "a non-empty string")
+        for name in ("tag", "created_by", "batch_id", "worker", "ref_id"):
+            check_text(getattr(self, name), name)
+        check_text(self.reply_to, "reply_to", MAX_REPLY_TO, secret=True)
+        if self.user_id is not None:
+            check_text(str(self.user_id), "user_id", None)
         for name in ("depends_on", "parent_id"):
             check_option(getattr(self, name), name, is_id, "a job id (a positive integer)")
-        check_option(self.args, "args", _is_str_dict, "a dict of str to str")
+        if self.args is not None and not _is_str_dict(self.args):
+            raise InvalidJobError(f"args must be a dict of str to str, not {shown(self.args)}")
         check_option(self.run_after, "run_after", lambda v: isinstance(v, datetime), "a datetime")
         check_retry_limit(self.retry_limit)
         check_timeout(self.timeout)
@@ -105,11 +116,48 @@ def _first(*values: Any) -> Any:
 
 
 def is_name(value: Any) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= 200
+    return isinstance(value, str) and 0 < len(value) <= MAX_NAME
 
 
 def is_id(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_INT
+
+
+def check_text(
+    value: Any,
+    name: str,
+    limit: int | None = MAX_NAME,
+    *,
+    secret: bool = False,
+    empty: bool = False,
+) -> None:
+    """Raise :class:`InvalidJobError` unless ``value`` is ``None`` or a string SQLite can store:
+    not empty (unless ``empty``), at most ``limit`` characters, valid Unicode (no lone surrogate
+    such as ``"\\ud800"``, which UTF-8 cannot encode). The message never repeats a long value,
+    and shows a ``secret`` one (a ``reply_to``) redacted."""
+    if value is None:
+        return
+    size = f" of at most {limit:,} characters" if limit is not None else ""
+    if not isinstance(value, str) or (not value and not empty) or (limit and len(value) > limit):
+        what = f"{len(value):,} characters" if isinstance(value, str) and value else None
+        raise InvalidJobError(f"{name} must be a non-empty string{size}, not "
+                              f"{what or shown(value, secret)}")  # fmt: skip
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise InvalidJobError(
+                f"{name} must be valid Unicode text: it holds the lone surrogate "
+                f"{value[error.start]!r} at position {error.start}, which UTF-8 cannot encode"
+            ) from None
+
+
+def shown(value: Any, secret: bool = False) -> str:
+    """``value`` as an error message may show it: short, and redacted when ``secret``."""
+    if isinstance(value, str) and secret:
+        value = redact_reply_to(value)
+    text = repr(value) if isinstance(value, (str, int, float, type(None))) else type(value).__name__
+    return text if len(text) <= 80 else f"{text[:79]}…"
 
 
 def _is_str_dict(value: Any) -> bool:
@@ -120,11 +168,12 @@ def _is_str_dict(value: Any) -> bool:
 
 def check_retry_limit(value: Any) -> None:
     check_option(value, "retry_limit",
-                 lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
-                 "a whole number of at least 0")  # fmt: skip
+                 lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_INT,
+                 "a whole number from 0 to 2**63 - 1")  # fmt: skip
 
 
 def check_timeout(value: Any) -> None:
     check_option(value, "timeout",
-                 lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
-                 "a positive number of seconds")  # fmt: skip
+                 lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+                 and 0 < v < math.inf,
+                 "a positive number of seconds (finite)")  # fmt: skip

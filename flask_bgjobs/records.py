@@ -11,6 +11,7 @@ from .models import Attempt, BackgroundJob, JobRecord, JobState, JobSummary, to_
 from .serialization import from_json, to_json
 from .sqlite import month_of
 from .tables import RECORD_FIELDS, job_summary
+from .text import utf8_safe
 
 QUEUE_FIELDS = (*RECORD_FIELDS, "lease_owner", "lease_expires_at", "cancel_requested")
 HISTORY_FIELDS = (*RECORD_FIELDS, "result", "completed_at", "duration", "worker_process")
@@ -65,6 +66,14 @@ class Outcome:
     live: dict[str, Any] = field(default_factory=dict)  # progress, status, logs at the end
     follow_ups: list[NewJob] = field(default_factory=list)  # enqueued if the job completed
 
+    def __post_init__(self) -> None:
+        # Error text comes from the command's exception: SQLite stores UTF-8 only.
+        self.error_type = utf8_safe(self.error_type)
+        self.error_message = utf8_safe(self.error_message)
+        self.error_traceback = utf8_safe(self.error_traceback)
+        if self.live:
+            self.live = {k: utf8_safe(v) if isinstance(v, str) else v for k, v in self.live.items()}
+
     @property
     def duration(self) -> float | None:
         started = self.job.started_at
@@ -80,6 +89,11 @@ class LiveState:
     progress: float | None
     status: str | None
     logs: str
+
+    def __post_init__(self) -> None:
+        # Status and log lines are the command's own text: SQLite stores UTF-8 only.
+        self.status = utf8_safe(self.status)
+        self.logs = utf8_safe(self.logs) or ""
 
 
 def new_job_from(record: JobRecord, run_after: float) -> NewJob:

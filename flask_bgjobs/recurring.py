@@ -6,7 +6,6 @@ clock and per-app state.
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +14,7 @@ from flask import Flask, current_app
 from .api import check_endpoint
 from .errors import InvalidJobError, JobNotFoundError
 from .models import JobRef, RequestType
+from .options import check_text
 from .records import NewJob
 from .schedule import Schedule
 from .scheduler import Scheduler, TaskSpec, check_policies, task_options
@@ -103,12 +103,10 @@ class RecurringMixin:
                 f"not {schedule!r}"
             )
         check_policies(catch_up, overlap)
+        check_text(name, "name")  # the admin's run-now and enable buttons take 200 characters
         task_options(options).check(self.registry)
-        plain = (dataclasses.asdict(request)
-                 if dataclasses.is_dataclass(request) and not isinstance(request, type)
-                 else request)  # fmt: skip
         return TaskSpec(name or target, request_type, target, schedule,
-                        to_json(plain, "request"), {**options, **api}, catch_up,
+                        to_json(request, "request"), {**options, **api}, catch_up,
                         overlap)  # fmt: skip
 
     def _register(self, spec: TaskSpec) -> str:

@@ -45,6 +45,7 @@ SUPERVISE_EVERY = 0.1  # seconds between timeout checks
 LIVE_FLUSH_EVERY = 0.5  # seconds between writes of running jobs' logs and progress
 ERROR_PAUSE = 0.5  # seconds a loop waits after an unexpected error before trying again
 BATCH_LIMIT = 1000  # finished runs recorded in one go at most
+CLOCK_JUMP = 2.0  # seconds the clock may move apart from the monotonic time between two looks
 
 
 class Runner:
@@ -98,6 +99,10 @@ class Runner:
         self._running: dict[int, Execution] = {}
         self._transient: set[Execution] = set()
         self._last_live = self._last_beat = self._last_recover = 0.0
+        self._last_look: tuple[float, float] | None = None  # (clock, monotonic) at the last look
+        self._recovery_held_until = 0.0  # monotonic time
+        self._beat_failed = False
+        self._renewed_at: float | None = None  # monotonic time of the last renewal
         self.started = False
 
     @property
@@ -121,7 +126,15 @@ class Runner:
             if self.started:
                 return
             self.started = True
-        self.heartbeat(self._now())
+        now = self._now()
+        self._last_look = (now, time.monotonic())  # a clock jump from here on is noticed
+        try:
+            self.heartbeat(now)
+            self._renewed_at = time.monotonic()
+        except Exception:  # e.g. jobs.db locked by another process: start all the same
+            logger.exception("flask_bgjobs could not record this process; trying again")
+            self._beat_failed = True
+            self._last_beat = float("-inf")  # the supervisor tries at its first look
         for name, target in (
             ("dispatcher", self._dispatch_loop),
             ("completer", self._complete_loop),
@@ -347,23 +360,74 @@ class Runner:
         """Enforce stops; flush live state; heartbeat; settle cancellations; recover orphans.
 
         Each step runs even when another failed: a failing log flush must not let leases lapse.
+
+        Leases are times of the clock, which may jump. After a jump (the clock moved more than
+        :data:`CLOCK_JUMP` seconds apart from the monotonic time) the leases are renewed at
+        once, from the new time; after a jump forward, which makes every lease look lapsed,
+        recovery waits a moment (half a lease, at most 5 s) for the live processes, whose clocks
+        jumped too, to renew theirs first: only the jobs of dead processes are recovered. It
+        waits as long after this process could not renew its own leases for longer than a lease
+        (the database locked, the disk full): the others probably could not either.
         """
         settings = self.settings
+        mono = time.monotonic()
+        jump = self._clock_jump(now, mono)
+        if jump:
+            logger.warning("flask_bgjobs: the clock jumped by %+.1f s; renewing leases", jump)
+            if jump > 0:
+                self._hold_recovery()
         steps: list[tuple[str, Callable[[], object]]] = [("timeouts", self.enforce_stops)]
+        # The heartbeat comes first of the writes: when the database was locked, each of the
+        # others may wait for it as long, and the leases must not lapse meanwhile. A clock that
+        # went back (now < last) makes it due too, rather than for the jump's length: leases
+        # claimed meanwhile would lapse while their process lives.
+        if jump or not 0 <= now - self._last_beat < settings.lease_seconds / 3:
+            self._last_beat = now
+            steps.append(("heartbeat", lambda: self._beat(now)))
         if time.monotonic() - self._last_live >= LIVE_FLUSH_EVERY:
             self._last_live = time.monotonic()
             steps += [("live state", self.flush_live), ("cancellations", self.settle_cancelled)]
-        if now - self._last_beat >= settings.lease_seconds / 3:
-            self._last_beat = now
-            steps.append(("heartbeat", lambda: self.heartbeat(now)))
-        if now - self._last_recover >= settings.lease_seconds / 2:
-            self._last_recover = now
-            steps.append(("recovery", lambda: self.recover_orphans(now)))
+        if jump or not 0 <= now - self._last_recover < settings.lease_seconds / 2:
+            steps.append(("recovery", lambda: self._recover_unless_held(now)))
         for name, step in steps:
             try:
                 step()
             except Exception:
                 logger.exception("flask_bgjobs supervisor: %s failed; trying again", name)
+
+    def _beat(self, now: float) -> None:
+        try:
+            self.heartbeat(now)
+        except Exception:
+            self._beat_failed = True
+            self._last_beat = float("-inf")  # try again at the next look
+            raise
+        renewed, self._renewed_at = self._renewed_at, time.monotonic()
+        lease = self.settings.lease_seconds
+        if self._beat_failed or (renewed is not None and self._renewed_at - renewed > lease):
+            # This process could not renew its leases for a while (the database locked or the
+            # disk full): probably the others could not either, and their leases lapsed while
+            # they lived. Let them renew before judging theirs.
+            self._beat_failed = False
+            self._hold_recovery()
+
+    def _hold_recovery(self) -> None:
+        hold = min(self.settings.lease_seconds / 2, 5.0)
+        self._recovery_held_until = max(self._recovery_held_until, time.monotonic() + hold)
+
+    def _recover_unless_held(self, now: float) -> None:
+        if self._beat_failed or time.monotonic() < self._recovery_held_until:
+            return  # still due at the next look
+        self._last_recover = now
+        self.recover_orphans(now)
+
+    def _clock_jump(self, now: float, mono: float) -> float:
+        """How far the clock jumped since the last look (0.0 if it kept time)."""
+        last, self._last_look = self._last_look, (now, mono)
+        if last is None:
+            return 0.0
+        drift = (now - last[0]) - (mono - last[1])
+        return drift if abs(drift) > CLOCK_JUMP else 0.0
 
     def enforce_stops(self) -> None:
         """Time out overdue jobs; force, then abandon, jobs that ignore a stop request."""
@@ -432,10 +496,18 @@ class Runner:
 
     def heartbeat(self, now: float) -> None:
         """Record that this process lives and extend the leases of the jobs it runs."""
-        self.process["heartbeat_at"] = now
+        lease = self.settings.lease_seconds
         with self._lock:
             running = list(self._running)
-        self.store.heartbeat(self.process, running, now + self.settings.lease_seconds)
+        began = time.monotonic()
+        self.process["heartbeat_at"] = now
+        self.store.heartbeat(self.process, running, now + lease)
+        if time.monotonic() - began > lease / 3:
+            # It waited long for the database (locked by another process): the leases it wrote
+            # count from before the wait, and may have lapsed already. Once more, from now.
+            now = max(now, self._now())
+            self.process["heartbeat_at"] = now
+            self.store.heartbeat(self.process, running, now + lease)
 
     def recover_orphans(self, now: float) -> int:
         """Deal with started jobs whose lease lapsed; return how many were recovered."""

@@ -1,7 +1,8 @@
 """Redaction: secrets in headers, JSON and form bodies and query strings are replaced, never stored.
 
-A header is secret when its name is one of :data:`ALWAYS_REDACTED` or matches a pattern of
-``SQLITELOGS_REDACT_HEADERS`` (``fnmatch`` style, any case). A JSON or form field, or a query
+A header is secret when its name is one of :data:`ALWAYS_REDACTED`, matches a pattern of
+``SQLITELOGS_REDACT_HEADERS`` (``fnmatch`` style, any case), or looks secret by the rule of the
+fields below (``X-Access-Token``, ``Private-Token``). A JSON or form field, or a query
 parameter, is secret when its name, lower-cased and stripped of everything but letters and
 digits, contains one of ``SQLITELOGS_REDACT_FIELDS`` (so ``api_key`` catches ``X-Api-Key``,
 ``apiKey`` and ``user_api_key``). The value is replaced by :data:`REDACTED`, whatever its type.
@@ -9,6 +10,7 @@ digits, contains one of ``SQLITELOGS_REDACT_FIELDS`` (so ``api_key`` catches ``X
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import re
@@ -34,6 +36,7 @@ _TEXTUAL = re.compile(
 _FORM = "application/x-www-form-urlencoded"
 _JSON_PAIR = re.compile(r'"((?:[^"\\]|\\.)*)"(\s*:\s*)("(?:[^"\\]|\\.)*"?|[^,}\]\s]*)')
 _NOT_ALNUM = re.compile(r"[^a-z0-9]")
+_SEPARATORS = re.compile(r"([&;])")
 _MAX_DEPTH = 64
 _CACHE_SIZE = 4096
 _PLAIN, _SECRET, _URL = 0, 1, 2
@@ -74,8 +77,11 @@ class Redactor:
         known = self._headers.get(name)
         if known is None:
             lowered = name.lower()
-            known = lowered in ALWAYS_REDACTED or any(
-                fnmatch.fnmatchcase(lowered, pattern) for pattern in self.header_patterns
+            known = (
+                lowered in ALWAYS_REDACTED
+                or any(fnmatch.fnmatchcase(lowered, pattern) for pattern in self.header_patterns)
+                # X-Access-Token, Private-Token, X-Vault-Token, X-Hub-Signature...
+                or self.is_secret_field(name)
             )
             _remember(self._headers, name, known)
         return known
@@ -129,14 +135,17 @@ class Redactor:
         """A query string with the values of secret parameters redacted, the rest untouched."""
         if not query_string:
             return query_string
-        pieces = query_string.split("&")
+        # "&" separates parameters; some servers and frameworks take ";" too: so do we.
+        pieces = _SEPARATORS.split(query_string) if ";" in query_string else query_string.split("&")
         changed = False
-        for index, piece in enumerate(pieces):
-            name, _sep, _value = piece.partition("=")
+        for index in range(0, len(pieces), 2 if ";" in query_string else 1):
+            name, _sep, _value = pieces[index].partition("=")
             if name and self.is_secret_field(unquote_plus(name)):
                 pieces[index] = f"{name}={REDACTED}"
                 changed = True
-        return "&".join(pieces) if changed else query_string
+        if not changed:
+            return query_string
+        return "".join(pieces) if ";" in query_string else "&".join(pieces)
 
     def url(self, url: str) -> str:
         """A URL with its query string redacted."""
@@ -166,8 +175,21 @@ class Redactor:
         try:
             document = json.loads(text)
         except (ValueError, RecursionError):
+            # Cut short or malformed: its "name": value pairs; not JSON at all (a form sent as
+            # JSON): its name=value pairs.
+            if text.lstrip()[:1] not in ("{", "[") and "=" in text:
+                return self.query(text)
             return _JSON_PAIR.sub(self._redact_pair, text)
-        return json.dumps(self.json_value(document), ensure_ascii=False)
+        redacted = self.json_value(document)
+        result = json.dumps(redacted, ensure_ascii=False)
+        if not result.isascii():
+            try:
+                result.encode("utf-8")
+            except UnicodeEncodeError:
+                # A "\ud800" escape decodes to a lone surrogate, which UTF-8 (and so SQLite)
+                # cannot hold: keep the escapes as the client sent them.
+                result = json.dumps(redacted)
+        return result
 
     def body(self, data: bytes, mimetype: str) -> str:
         """A textual body decoded (UTF-8) and redacted by its type (JSON or form)."""
@@ -187,7 +209,11 @@ class Redactor:
         return encoded[:cap].decode("utf-8", "ignore")
 
     def _redact_pair(self, match: re.Match[str]) -> str:
-        if self.is_secret_field(match.group(1)):
+        name = match.group(1)
+        if "\\" in name:  # "pass\u0077ord" is "password"
+            with contextlib.suppress(ValueError):
+                name = json.loads(f'"{name}"')
+        if self.is_secret_field(name):
             return f'"{match.group(1)}"{match.group(2)}"{REDACTED}"'
         return match.group(0)
 

@@ -41,6 +41,7 @@ from sqlalchemy import (
 
 from flask_bgjobs.clock import Clock, utcnow
 from flask_bgjobs.sqlite import MonthlyDatabase, Schema, SqliteOptions
+from flask_bgjobs.text import utf8_safe_rows
 
 from .models import STORED_FIELDS, LogEntry
 
@@ -156,7 +157,17 @@ class RequestLogStore:
         of the rest. The driver releases the GIL around each statement it runs: a statement per
         row would hand the GIL back and forth with the request threads once per row, while a
         statement per chunk lets SQLite work on another core as the app goes on.
+
+        Text SQLite refuses (a lone surrogate in an exception message, a user id, or a value an
+        entry filter set) costs nothing until it appears: the refused transaction is rolled back
+        and the rows are written again with such characters replaced by U+FFFD.
         """
+        try:
+            self._insert(month, rows)
+        except UnicodeEncodeError:
+            self._insert(month, utf8_safe_rows(rows))
+
+    def _insert(self, month: str, rows: Sequence[tuple[Any, ...]]) -> None:
         full = len(rows) - len(rows) % CHUNK
         with self.files.write(month) as tx:
             tx.execute(f"PRAGMA cache_size = -{_WRITER_CACHE_KIB}")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
 
-from flask import Blueprint, current_app, jsonify, render_template, request
+from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
 from werkzeug.local import LocalProxy
 from werkzeug.wrappers import Response
 
 from .. import adminkit
-from ..errors import DatabaseBusyError
+from ..errors import DatabaseBusyError, StorageError
 from . import actions, api, pages
 from .formatting import Formatter
 from .pages import wants_json
@@ -60,6 +60,12 @@ def create_blueprint(guard: adminkit.AdminGuard) -> Blueprint:
     def busy(error: DatabaseBusyError) -> tuple[Response | str, int]:
         return _error(ServiceUnavailable(f"The job database is busy; try again. ({error})"))
 
+    @blueprint.errorhandler(StorageError)
+    def storage(error: StorageError) -> tuple[Response | str, int]:
+        # A damaged or unreadable file (e.g. a month's file deleted or overwritten while in
+        # use): the page says which, rather than a bare 500.
+        return _error(ServiceUnavailable(f"A job database file could not be read: {error}"))
+
     pages.register(blueprint, extension)
     api.register(blueprint, extension)
     actions.register(blueprint, extension)
@@ -75,6 +81,6 @@ def _error(error: HTTPException) -> tuple[Response | str, int]:
     if wants_json():
         body = {"error": error.name, "status": status, "message": error.description}
         return jsonify(body), status
-    page = render_template("bgjobs/error.html", status=status, title=error.name,
+    page = adminkit.render("bgjobs/error.html", status=status, title=error.name,
                            message=error.description)  # fmt: skip
     return page, status

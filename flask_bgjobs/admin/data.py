@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from ..callbacks import redact_reply_to
+from ..errors import StorageError
 from ..models import BackgroundJob, JobResult, JobState, JobSummary
 from ..notify import REPLY_TO_COMMAND
 from ..recurring import TASK_ARG
@@ -22,6 +23,7 @@ from .queries import HistoryFilters
 
 if TYPE_CHECKING:
     from ..extension import BackgroundJobs
+    from ..store import JobStore
 
 DAY = 86400.0
 CHART_DAYS = 30
@@ -52,13 +54,15 @@ def dashboard_counts(jobs: BackgroundJobs) -> dict[str, Any]:
     now = jobs.now()
     month = store.history.current_month()
     lease = jobs.settings().lease_seconds
+    damaged: dict[str, str] = {}
     return {
         "now": now,
         "month": month,
         "queue": queries.queue_counts(store, now),
-        "today": queries.month_counts(store, month, since=now - now % DAY),
-        "this_month": queries.month_counts(store, month),
+        "today": _month_counts(store, month, damaged, since=now - now % DAY),
+        "this_month": _month_counts(store, month, damaged),
         "processes": queries.process_counts(store, now - lease),
+        "damaged": damaged,
     }
 
 
@@ -68,7 +72,13 @@ def dashboard(jobs: BackgroundJobs) -> dict[str, Any]:
     counts = dashboard_counts(jobs)
     now = counts["now"]
     first_day = now - now % DAY - (CHART_DAYS - 1) * DAY
-    by_day = queries.per_day(store, _months_from(_month(first_day), counts["month"]), first_day)
+    damaged: dict[str, str] = counts["damaged"]
+    by_day: dict[tuple[int, str], int] = {}
+    for month in _months_from(_month(first_day), counts["month"]):
+        try:
+            by_day.update(queries.per_day(store, [month], first_day))
+        except StorageError as error:  # a damaged month: the others are still shown
+            damaged[month] = str(error)
     days = [
         {"day": _date(number * DAY), **{k: by_day.get((number, k), 0) for k in OUTCOMES}}
         for number in queries.day_numbers(first_day, CHART_DAYS)
@@ -78,7 +88,7 @@ def dashboard(jobs: BackgroundJobs) -> dict[str, Any]:
         runs = row["completed"] + row["failed"]
         row["failure_rate"] = row["failed"] / runs if runs else None
     months = [
-        {"month": name, **queries.month_counts(store, name)}
+        {"month": name, **_month_counts(store, name, damaged)}
         for name in store.history.months()[:MONTHS_COUNTED]
     ]
     return {**counts, "months": months, "days": days, "slowest": slowest, "failing": failing}
@@ -124,8 +134,12 @@ def history(jobs: BackgroundJobs, kind: str, selection: Selection) -> dict[str, 
     """A page of the month's completed or failed jobs, with the months that exist."""
     store = jobs.store()
     offset = (selection.page - 1) * selection.per_page
-    found = queries.history_page(store, kind, selection.month, selection.filters,
-                                 selection.order_by, selection.per_page, offset)  # fmt: skip
+    damaged = None
+    try:
+        found = queries.history_page(store, kind, selection.month, selection.filters,
+                                     selection.order_by, selection.per_page, offset)  # fmt: skip
+    except StorageError as error:  # the month's file is damaged (or unreadable): say so
+        found, damaged = queries.HistoryPage(exists=True), str(error)
     for row in found.rows:
         row["request"] = _preview(row["request"])
         row["result"] = _preview(row["result"])
@@ -142,6 +156,7 @@ def history(jobs: BackgroundJobs, kind: str, selection: Selection) -> dict[str, 
         "pages": pages,
         "total": found.total,
         "jobs": found.rows,
+        "damaged": damaged,
     }
 
 
@@ -294,6 +309,17 @@ def workers(jobs: BackgroundJobs) -> dict[str, Any]:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+
+
+def _month_counts(
+    store: JobStore, month: str, damaged: dict[str, str], since: float | None = None
+) -> dict[str, int]:
+    """A month's counts; a damaged file counts nothing and is listed in ``damaged``."""
+    try:
+        return queries.month_counts(store, month, since)
+    except StorageError as error:
+        damaged[month] = str(error)
+        return {"completed": 0, "failed": 0, "cancelled": 0}
 
 
 def _month(moment: float) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, abort, render_template, request, url_for
+from flask import Blueprint, abort, request, url_for
 
 from .. import adminkit
 from . import charts, data
@@ -35,7 +35,7 @@ def register(blueprint: Blueprint, jobs: BackgroundJobs) -> None:
         payload = data.dashboard(jobs)
         slowest = charts.horizontal(payload["slowest"], "avg_duration",
                                     lambda row: duration(row["avg_duration"]))  # fmt: skip
-        return render_template(
+        return adminkit.render(
             "bgjobs/dashboard.html",
             data=payload,
             day_chart=charts.per_day(payload["days"]),
@@ -46,7 +46,7 @@ def register(blueprint: Blueprint, jobs: BackgroundJobs) -> None:
     @blueprint.get("/queue")
     def queue() -> str:
         limit = adminkit.int_arg("limit", QUEUE_LIMIT, minimum=1, maximum=1000) or QUEUE_LIMIT
-        return render_template(
+        return adminkit.render(
             "bgjobs/queue.html",
             data=data.queue(jobs, limit),
             live_url=url_for(".api_queue", limit=limit),
@@ -65,7 +65,7 @@ def register(blueprint: Blueprint, jobs: BackgroundJobs) -> None:
         payload = data.job(jobs, job_id)
         if payload is None:
             abort(404, description=f"No job has id {job_id}.")
-        return render_template(
+        return adminkit.render(
             "bgjobs/job.html",
             data=payload,
             job=payload["job"],
@@ -75,11 +75,11 @@ def register(blueprint: Blueprint, jobs: BackgroundJobs) -> None:
 
     @blueprint.get("/scheduled")
     def scheduled() -> str:
-        return render_template("bgjobs/scheduled.html", data=data.tasks(jobs))
+        return adminkit.render("bgjobs/scheduled.html", data=data.tasks(jobs))
 
     @blueprint.get("/workers")
     def workers() -> str:
-        return render_template(
+        return adminkit.render(
             "bgjobs/workers.html", data=data.workers(jobs), live_url=url_for(".api_workers")
         )
 
@@ -101,7 +101,7 @@ def _history(jobs: BackgroundJobs, kind: str) -> str:
         order = key if current.order_by == f"-{key}" else f"-{key}"
         return url_for(endpoint, **{k: v for k, v in args.items() if k != "sort"}, sort=order)
 
-    return render_template(
+    return adminkit.render(
         "bgjobs/history.html",
         data=payload,
         args=args,

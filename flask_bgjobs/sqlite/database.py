@@ -5,27 +5,41 @@ write lock, in transactions that begin with ``BEGIN IMMEDIATE``: SQLite then tak
 up front, so a transaction never fails half-way because another writer got there first. Waiting
 for another process's lock is bounded, and that wait lives in :meth:`Database.write` only.
 Reads use pooled connections in ordinary deferred transactions, which WAL never blocks.
+
+A file deleted, replaced or overwritten while in use is noticed at the next write: every write
+first checks that the path still names the file the connections use and that the file still starts
+with SQLite's header. A deleted or replaced file is reopened (a deleted one is created anew); a
+damaged one is moved aside (``<name>.corrupt-<UTC time>``) and started anew when the database was
+made with ``recreate_damaged=True`` (the monthly files), and refused with
+:class:`DatabaseDamagedError` otherwise. Reads never move or create anything: they report the
+damage with the same error.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, exc
 
-from ..errors import DatabaseBusyError, SchemaVersionError, StorageError
+from ..errors import DatabaseBusyError, DatabaseDamagedError, SchemaVersionError, StorageError
 from ..locks import sqlite_file_lock
 from .schema import Schema
 
+logger = logging.getLogger("flask_bgjobs.sqlite")
+
 SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
+#: The first 16 bytes of every SQLite database file.
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 @dataclass(frozen=True)
@@ -78,14 +92,26 @@ class WriteTx:
 
 
 class Database:
-    """A SQLite file with its schema, created on the first write."""
+    """A SQLite file with its schema, created on the first write.
+
+    ``recreate_damaged``: a write that finds the file damaged (not a SQLite database, or
+    malformed) moves it aside as ``<name>.corrupt-<UTC time>`` and starts the file anew, rather
+    than raising :class:`DatabaseDamagedError`. The monthly files do; ``jobs.db`` does not.
+    """
 
     def __init__(
-        self, path: str | os.PathLike[str], schema: Schema, options: SqliteOptions | None = None
+        self,
+        path: str | os.PathLike[str],
+        schema: Schema,
+        options: SqliteOptions | None = None,
+        *,
+        recreate_damaged: bool = False,
     ) -> None:
         self.path = Path(path).resolve()
+        self._where = str(self.path)  # for os.stat at every write: a str is cheaper than a Path
         self.schema = schema
         self.options = options or SqliteOptions()
+        self.recreate_damaged = recreate_damaged
         self._lock = sqlite_file_lock(self.path)
         self._setup = threading.Lock()
         self._pid = os.getpid()
@@ -93,6 +119,8 @@ class Database:
         self._writer: Connection | None = None
         self._writing: int | None = None  # ident of the thread inside write()
         self._ready = False
+        self._file: _Probe | None = None  # the file the connections use (identity, header)
+        self._suspect: str | None = None  # why SQLite said the file is damaged, if it did
 
     def __repr__(self) -> str:
         return f"<Database {str(self.path)!r}>"
@@ -117,8 +145,9 @@ class Database:
         """Open a ``BEGIN IMMEDIATE`` transaction, committed when the block ends without error.
 
         Raises :class:`DatabaseBusyError` when another connection keeps the write lock for longer
-        than ``options.busy_timeout``, and :class:`StorageError` when the disk refuses the write;
-        either way the transaction is rolled back and nothing is half-written.
+        than ``options.busy_timeout``, :class:`DatabaseDamagedError` when the file is damaged
+        (and not recreated), and :class:`StorageError` when the disk refuses the write; either way
+        the transaction is rolled back and nothing is half-written.
         """
         me = threading.get_ident()
         if self._writing == me:
@@ -129,18 +158,14 @@ class Database:
         with self._lock:
             self._writing = me
             try:
-                conn = self._writer_connection()
-                raw = conn.connection.driver_connection
-                assert isinstance(raw, sqlite3.Connection)
-                self._begin_immediate(raw)
-                tx = WriteTx(conn, raw)
-                preparing = not self._ready
+                conn, raw, preparing = self._begin_write()
                 try:
-                    if preparing:
-                        self._prepare_schema(tx)
-                    yield tx
+                    yield WriteTx(conn, raw)
                 except BaseException as error:
                     _end(conn, raw, commit=False)
+                    if _is_damage(error):  # SQLite met a damaged page: the next write checks
+                        self._suspect = _original_text(error)
+                        raise self._damaged(self._suspect, later=True) from error
                     if _is_operational(error):
                         raise _translate(error, self.path) from error
                     raise
@@ -148,6 +173,8 @@ class Database:
                     _end(conn, raw, commit=True)
                 except (sqlite3.Error, exc.DBAPIError) as error:
                     _end(conn, raw, commit=False)
+                    if _is_damage(error):
+                        self._suspect = _original_text(error)
                     raise _translate(error, self.path) from error
                 # Only a committed schema counts: a rolled-back first write created nothing.
                 self._ready = self._ready or preparing
@@ -156,14 +183,23 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """Open a deferred read transaction on a pooled connection (a snapshot under WAL)."""
+        """Open a deferred read transaction on a pooled connection (a snapshot under WAL).
+
+        A file that was deleted or replaced is reopened; a damaged one raises
+        :class:`DatabaseDamagedError` (the next write deals with it).
+        """
+        self._check_for_read()
         if not self._ready:
-            with self.write():
-                pass
+            self._prepare_for_read()
         try:
             with self.engine.connect() as conn:
                 yield conn
-        except (sqlite3.OperationalError, exc.OperationalError) as error:
+        except (sqlite3.DatabaseError, exc.DBAPIError) as error:
+            if _is_damage(error):
+                self._suspect = _original_text(error)
+                raise self._damaged(self._suspect, later=True) from error
+            if not _is_operational(error):
+                raise
             raise _translate(error, self.path, "reading") from error
 
     def dispose(self) -> None:
@@ -173,6 +209,206 @@ class Database:
             self._engine = None
 
     # -- internals -----------------------------------------------------------------------------
+
+    def _begin_write(self) -> tuple[Connection, sqlite3.Connection, bool]:
+        """Check the file, then begin the write transaction (and create the schema if needed).
+
+        A damaged file found on the way is moved aside once, when ``recreate_damaged``.
+        """
+        for retry in (False, True):
+            self._check_file(writing=True)
+            conn: Connection | None = None
+            raw: sqlite3.Connection | None = None
+            try:
+                conn = self._writer_connection()
+                driver = conn.connection.driver_connection
+                assert isinstance(driver, sqlite3.Connection)
+                raw = driver
+                self._track()
+                self._begin_immediate(raw)
+                preparing = not self._ready
+                if preparing:
+                    self._prepare_schema(WriteTx(conn, raw))
+                return conn, raw, preparing
+            except (sqlite3.DatabaseError, exc.DBAPIError) as error:
+                if conn is not None and raw is not None:
+                    _end(conn, raw, commit=False)
+                if not _is_damage(error):
+                    if isinstance(error, StorageError):
+                        raise
+                    raise _translate(error, self.path) from error
+                reason = _original_text(error)
+                if retry or not self.recreate_damaged:
+                    self._suspect = reason
+                    raise self._damaged(reason, again=retry) from error
+                self._set_aside(reason)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _check_file(self, *, writing: bool) -> None:
+        """Reopen a file deleted or replaced since it was opened; deal with a damaged one."""
+        if self._file is None or self._pid != os.getpid():
+            return
+        try:
+            found = os.stat(self._where)
+        except FileNotFoundError:
+            self._reopen("was deleted while in use; it is created anew")
+            return
+        if (found.st_dev, found.st_ino) != self._file.identity:
+            self._reopen("was replaced while in use; the new file is used")
+            return
+        reason = self._file.damage() or self._suspect
+        if reason is None:
+            return
+        if self._suspect is not None and self._file.damage() is None and writing:
+            reason = self._quick_check()
+            if reason is None:
+                self._suspect = None
+                return
+        if not writing or not self.recreate_damaged:
+            raise self._damaged(reason, later=not writing)
+        self._set_aside(reason)
+
+    def _check_for_read(self) -> None:
+        if self._file is None:
+            return
+        try:
+            found = os.stat(self._where)
+        except FileNotFoundError:
+            found = None
+        if found is None or (found.st_dev, found.st_ino) != self._file.identity:
+            with self._lock:
+                self._check_file(writing=False)
+            return
+        reason = self._file.damage()
+        if reason is not None:
+            raise self._damaged(reason, later=True)
+
+    def _prepare_for_read(self) -> None:
+        """Make sure the schema is there without writing when it is (a read must not wait for
+        another process's write lock): write only to create or upgrade it."""
+        if self.path.exists():
+            try:
+                with self.engine.connect() as conn:
+                    found = conn.exec_driver_sql("PRAGMA user_version").scalar()
+            except (sqlite3.DatabaseError, exc.DBAPIError) as error:
+                if _is_damage(error):
+                    self._suspect = _original_text(error)
+                    raise self._damaged(self._suspect, later=True) from error
+                raise _translate(error, self.path, "reading") from error
+            if found == self.schema.version:
+                self._track()
+                self._ready = True
+                return
+        with self.write():
+            pass
+
+    def _track(self) -> None:
+        """Remember which file the connections use (its identity, and a handle for its header)."""
+        if self._file is not None:
+            return
+        with self._setup:
+            if self._file is None:
+                self._file = _Probe.open(self.path)
+
+    def _reopen(self, what: str) -> None:
+        """Drop the connections to a file that is gone; the next use opens the path again."""
+        logger.warning("flask_bgjobs: %s %s", self.path, what)
+        with self._setup:
+            self._forget_connections()
+            self._engine = None
+
+    def _set_aside(self, reason: str) -> None:
+        """Move a damaged file (and its -wal, -shm) to ``<name>.corrupt-<UTC time>``."""
+        with _directory_lock(self.path.parent), self._setup:
+            known = self._file.identity if self._file is not None else None
+            self._forget_connections()
+            self._engine = None
+            try:
+                found = os.stat(self._where)
+            except FileNotFoundError:
+                return  # moved aside by another process already
+            if known is not None and (found.st_dev, found.st_ino) != known:
+                return  # another process moved it aside and started a new file
+            if known is None:
+                probe = _Probe.open(self.path)
+                sound = probe is not None and probe.damage() is None
+                if probe is not None:
+                    probe.release()
+                if sound:
+                    return  # not the file that failed to open: another process started it anew
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+            number = 1
+            while target.exists():
+                number += 1
+                target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{number}")
+            os.replace(self.path, target)
+            for suffix in ("-wal", "-shm"):
+                companion = Path(f"{self.path}{suffix}")
+                if companion.exists():
+                    os.replace(companion, Path(f"{target}{suffix}"))
+        logger.error("flask_bgjobs: %s is damaged (%s); moved aside to %s and started anew",
+                     self.path, reason, target.name)  # fmt: skip
+
+    def _quick_check(self) -> str | None:
+        """SQLite's own verdict on the file: ``None`` when it is sound."""
+        try:
+            conn = self._writer_connection()
+            raw = conn.connection.driver_connection
+            assert isinstance(raw, sqlite3.Connection)
+            rows = raw.execute("PRAGMA quick_check(1)").fetchall()
+        except (sqlite3.DatabaseError, exc.DBAPIError) as error:
+            return _original_text(error)
+        verdict = str(rows[0][0]) if rows else "no answer"
+        return None if verdict == "ok" else verdict
+
+    def _damaged(
+        self, reason: str, *, later: bool = False, again: bool = False
+    ) -> DatabaseDamagedError:
+        """The error for a damaged file; ``later``: the next write deals with it."""
+        if not self.recreate_damaged:
+            then = "restore it from a backup, or move it aside to start anew"
+        elif again:
+            then = "it was moved aside, and the new file is damaged too"
+        else:
+            then = "the next write moves it aside and starts the file anew"
+        assert later or again or not self.recreate_damaged
+        return DatabaseDamagedError(f"{self.path} is damaged ({reason}); {then}")
+
+    def _begin_immediate(self, raw: sqlite3.Connection) -> None:
+        deadline = time.monotonic() + self.options.busy_timeout
+        pause = 0.001
+        while True:
+            try:
+                raw.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as error:
+                if not _is_busy(error):
+                    raise _translate(error, self.path) from error
+                if time.monotonic() >= deadline:
+                    raise DatabaseBusyError(
+                        f"{self.path} stayed locked by another connection for more than "
+                        f"{self.options.busy_timeout:g} s; nothing was written. Keep write "
+                        "transactions short, or raise the busy timeout."
+                    ) from error
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+    def _prepare_schema(self, tx: WriteTx) -> None:
+        found = tx.raw.execute("PRAGMA user_version").fetchone()[0]
+        wanted = self.schema.version
+        if found > wanted:
+            raise SchemaVersionError(
+                f"{self.path} has schema version {found}, newer than the {wanted} this release "
+                "of flask-bgjobs knows; upgrade flask-bgjobs to open it"
+            )
+        if found == 0:
+            self.schema.metadata.create_all(tx.conn)
+        else:
+            for version in range(found + 1, wanted + 1):
+                self.schema.migrations[version](tx.conn)
+        if found != wanted:
+            tx.raw.execute(f"PRAGMA user_version = {wanted}")
 
     def _create_engine(self) -> Engine:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -211,6 +447,9 @@ class Database:
         return self._writer
 
     def _forget_connections(self) -> None:
+        probe, self._file = self._file, None
+        self._ready = False
+        self._suspect = None
         if self._pid != os.getpid():
             # Connections inherited through fork belong to the parent: drop, never close them.
             if self._engine is not None:
@@ -222,41 +461,8 @@ class Database:
             self._writer = None
         if self._engine is not None:
             self._engine.dispose()
-
-    def _begin_immediate(self, raw: sqlite3.Connection) -> None:
-        deadline = time.monotonic() + self.options.busy_timeout
-        pause = 0.001
-        while True:
-            try:
-                raw.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as error:
-                if not _is_busy(error):
-                    raise _translate(error, self.path) from error
-                if time.monotonic() >= deadline:
-                    raise DatabaseBusyError(
-                        f"{self.path} stayed locked by another connection for more than "
-                        f"{self.options.busy_timeout:g} s; nothing was written. Keep write "
-                        "transactions short, or raise the busy timeout."
-                    ) from error
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)
-
-    def _prepare_schema(self, tx: WriteTx) -> None:
-        found = tx.raw.execute("PRAGMA user_version").fetchone()[0]
-        wanted = self.schema.version
-        if found > wanted:
-            raise SchemaVersionError(
-                f"{self.path} has schema version {found}, newer than the {wanted} this release "
-                "of flask-bgjobs knows; upgrade flask-bgjobs to open it"
-            )
-        if found == 0:
-            self.schema.metadata.create_all(tx.conn)
-        else:
-            for version in range(found + 1, wanted + 1):
-                self.schema.migrations[version](tx.conn)
-        if found != wanted:
-            tx.raw.execute(f"PRAGMA user_version = {wanted}")
+        if probe is not None:
+            probe.release()  # after the connections: closing it may drop this process's locks
 
 
 def _use_wal(conn: sqlite3.Connection, bound: float, path: Path) -> None:
@@ -301,9 +507,122 @@ def _is_busy(error: BaseException) -> bool:
     return "locked" in text or "busy" in text
 
 
+def _original_text(error: BaseException) -> str:
+    return str(getattr(error, "orig", None) or error)
+
+
+def _is_damage(error: BaseException) -> bool:
+    """Tell whether SQLite found the file not to be a database, or malformed."""
+    original = getattr(error, "orig", None) or error
+    if not isinstance(original, sqlite3.DatabaseError) or isinstance(
+        original, sqlite3.IntegrityError
+    ):
+        return False
+    name = str(getattr(original, "sqlite_errorname", ""))
+    if name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")):
+        return True
+    text = str(original).lower()
+    return "file is not a database" in text or "malformed" in text
+
+
+def _is_full(error: BaseException) -> bool:
+    original = getattr(error, "orig", None) or error
+    name = str(getattr(original, "sqlite_errorname", ""))
+    return name.startswith("SQLITE_FULL") or "disk is full" in str(original).lower()
+
+
 def _translate(error: BaseException, path: Path, doing: str = "writing") -> StorageError:
     """Name a driver error in the package's terms; the original stays as ``__cause__``."""
     original = getattr(error, "orig", None) or error
     if _is_busy(original):
         return DatabaseBusyError(f"{path} is locked by another connection: {original}")
+    if _is_damage(original):
+        return DatabaseDamagedError(f"{path} is damaged ({original})")
+    if _is_full(original):
+        return StorageError(
+            f"{doing} {path} failed: the disk is full ({original}); nothing was written. "
+            "Free some space: the next write succeeds without further ado."
+        )
     return StorageError(f"{doing} {path} failed: {original}")
+
+
+class _Probe:
+    """An open handle on a database file: its identity, and a cheap look at its header.
+
+    Closing any descriptor of a file drops every POSIX lock the process holds on it, SQLite's
+    included. So one handle per file and process is shared by every :class:`Database` on that
+    file, and closed only when the last of them let go of it (after closing its connections).
+    """
+
+    _open: ClassVar[dict[tuple[int, int], _Probe]] = {}
+    _guard = threading.Lock()
+
+    def __init__(self, fd: int, identity: tuple[int, int]) -> None:
+        self.fd = fd
+        self.identity = identity
+        self.users = 1
+        self.pid = os.getpid()
+
+    @classmethod
+    def open(cls, path: Path) -> _Probe | None:
+        """The handle of the file at ``path`` (``None`` if there is none)."""
+        try:
+            found = os.stat(path)
+        except FileNotFoundError:
+            return None
+        with cls._guard:
+            probe = cls._open.get((found.st_dev, found.st_ino))
+            if probe is not None and probe.pid == os.getpid():
+                probe.users += 1  # no second descriptor: closing it would drop the locks
+                return probe
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            return None
+        found = os.fstat(fd)  # the file opened, should the path have changed meanwhile
+        identity = (found.st_dev, found.st_ino)
+        with cls._guard:
+            probe = cls._open.get(identity)
+            if probe is None or probe.pid != os.getpid():  # none, or the parent's (after fork)
+                probe = cls._open[identity] = cls(fd, identity)
+                return probe
+            probe.users += 1
+        os.close(fd)  # a rare race with another Database of this process opening it too
+        return probe
+
+    def damage(self) -> str | None:
+        """Why the file is not a SQLite database, or ``None`` while its header is right."""
+        try:
+            head = os.pread(self.fd, len(SQLITE_HEADER), 0)
+        except OSError as error:
+            return f"its header cannot be read: {error}"
+        if not head or head == SQLITE_HEADER:
+            return None  # a new, empty file, or a database
+        return "file is not a database: it does not start with the SQLite header"
+
+    def release(self) -> None:
+        with self._guard:
+            if self.pid != os.getpid():
+                return
+            self.users -= 1
+            if self.users > 0:
+                return
+            if self._open.get(self.identity) is self:
+                del self._open[self.identity]
+        os.close(self.fd)
+
+
+@contextmanager
+def _directory_lock(directory: Path) -> Iterator[None]:
+    """A lock between processes on ``directory`` (flock: apart from SQLite's POSIX locks)."""
+    if sys.platform == "win32":  # pragma: no cover
+        yield  # no flock: a damaged file is moved aside without it
+        return
+    import fcntl
+
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

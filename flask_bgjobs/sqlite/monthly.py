@@ -41,7 +41,9 @@ class MonthlyDatabase:
     """The monthly files of one kind, e.g. ``requests_2026-11.db``, ``requests_2026-12.db``.
 
     A month's file is created with its schema at the first write that falls in that month; reads
-    of a month that has no file find nothing rather than creating one.
+    of a month that has no file find nothing rather than creating one. A month's file deleted
+    while in use is created anew at the next write; a damaged one is moved aside
+    (``<name>_YYYY-MM.db.corrupt-<UTC time>``) and started anew (see :class:`Database`).
     """
 
     def __init__(
@@ -80,7 +82,9 @@ class MonthlyDatabase:
         with self._lock:
             database = self._databases.get(month)
             if database is None:
-                database = Database(self.path_for(month), self.schema, self.options)
+                database = Database(
+                    self.path_for(month), self.schema, self.options, recreate_damaged=True
+                )
                 self._databases[month] = database
             return database
 

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, abort, redirect, render_template, request, url_for
+from flask import Blueprint, abort, redirect, request
+from werkzeug.exceptions import ServiceUnavailable
 from werkzeug.wrappers import Response
 
-from flask_bgjobs import BgJobsError, adminkit
+from flask_bgjobs import BgJobsError, StorageError, adminkit
 
-from ..models import SORTABLE, STATUS_CLASSES, STORED_FIELDS, LogEntry
+from ..models import SORTABLE, STATUS_CLASSES, STORED_FIELDS, LogEntry, Page
 from ..query import Filters, make_filters, months_for, run_query
 from ..redact import REDACTED
 from . import charts as chart_data
@@ -70,10 +71,17 @@ def create_blueprint(extension: SqliteRequestLogger, settings: Settings) -> Blue
     )
     adminkit.AdminGuard(settings.authorize, name="sqlitelogs").protect(blueprint)
 
+    @blueprint.errorhandler(StorageError)
+    def storage_error(error: StorageError) -> Response:
+        # A month's file damaged or unreadable: a clear 503 (the grid shows it in the page).
+        unavailable = ServiceUnavailable(f"A request-log file could not be read: {error}")
+        return unavailable.get_response()
+
     @blueprint.get("/")
     def grid() -> str:
         selection = _selection()
         store = extension.store()
+        damaged = None
         try:
             page = run_query(
                 store,
@@ -85,8 +93,11 @@ def create_blueprint(extension: SqliteRequestLogger, settings: Settings) -> Blue
             )
         except ValueError as error:
             abort(400, description=str(error))
+        except StorageError as error:  # a month's file damaged or unreadable: say so, no 500
+            damaged = str(error)
+            page = Page([], 0, selection.per_page, 0, selection.order_by, ())
         state = extension.state()
-        return render_template(
+        return adminkit.render(
             "sqlitelogs/grid.html",
             page=page,
             selection=selection,
@@ -100,6 +111,7 @@ def create_blueprint(extension: SqliteRequestLogger, settings: Settings) -> Blue
             dropped=state.buffer.dropped,
             pending=len(state.buffer) + state.buffer.backlog,
             last_error=state.pipeline.last_error,
+            damaged=damaged,
             flushed=adminkit.int_arg("flushed", None, minimum=0, maximum=10**9),
             args=adminkit.args_without(),
         )
@@ -111,7 +123,7 @@ def create_blueprint(extension: SqliteRequestLogger, settings: Settings) -> Blue
         entry = store.get(month, entry_id)
         if entry is None:
             abort(404, description=f"No request {entry_id} in {month}.")
-        return render_template(
+        return adminkit.render(
             "sqlitelogs/detail.html",
             entry=entry,
             request_body=_pretty(entry.request_body),
@@ -125,7 +137,7 @@ def create_blueprint(extension: SqliteRequestLogger, settings: Settings) -> Blue
         selection = _selection()
         store = extension.store()
         months = months_for(store, selection.month, selection.filters)
-        return render_template(
+        return adminkit.render(
             "sqlitelogs/charts.html",
             charts=chart_data.build(store, months, selection.filters),
             months=months,
@@ -157,8 +169,8 @@ def create_blueprint(extension: SqliteRequestLogger, settings: Settings) -> Blue
             written = extension.flush()
         except BgJobsError as error:  # the entries are kept; the timer retries them
             abort(503, description=f"The flush failed and will be retried: {error}")
-        args = adminkit.args_without("flushed")
-        return redirect(url_for(".grid", **args, flushed=written), code=303)
+        args = {**adminkit.args_without("flushed"), "flushed": written}
+        return redirect(adminkit.url_with(".grid", args), code=303)
 
     return blueprint
 
@@ -209,11 +221,12 @@ def _sort_link(column: str, current: str) -> str:
         order = f"-{column}"
     else:
         order = f"-{column}" if column in _DESCENDING_FIRST else column
-    return url_for(".grid", **adminkit.args_without("sort", "page", "flushed"), sort=order)
+    args = {**adminkit.args_without("sort", "page", "flushed"), "sort": order}
+    return adminkit.url_with(".grid", args)
 
 
 def _page_link(number: int) -> str:
-    return url_for(".grid", **adminkit.args_without("page", "flushed"), page=number)
+    return adminkit.url_with(".grid", {**adminkit.args_without("page", "flushed"), "page": number})
 
 
 # -- detail ----------------------------------------------------------------------------------------
@@ -225,7 +238,7 @@ def _pretty(body: str | None) -> str | None:
         return body
     try:
         return json.dumps(json.loads(body), indent=2, ensure_ascii=False)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON (or cut short), or nested too deep to indent
         return body
 
 
