@@ -400,4 +400,6 @@ def url_with(endpoint: str, params: Mapping[str, Any] | None = None, **values: A
     protected blueprint have it as ``url_with``."""
     base = url_for(endpoint, **values)
     pairs = [(k, v) for k, v in (params or {}).items() if v is not None and v != ""]
-    return f"{base}?{urlencode(pairs)}" if pairs else base
+    if not pairs:
+        return base
+    return f"{base}{'&' if '?' in base else '?'}{urlencode(pairs)}"

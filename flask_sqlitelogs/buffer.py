@@ -64,10 +64,12 @@ class LogBuffer:
             self.backlog += len(items)
             return items
 
-    def clear(self) -> None:
-        with self._lock:
-            self._items = []
-            self.backlog = 0
+    def forget(self) -> None:
+        """In a forked child: start empty, with a lock of its own (a thread of the parent may
+        have held the old one at the fork, and no thread of the child will release it)."""
+        self._lock = threading.Lock()
+        self._items = []
+        self.backlog = 0
 
 
 class Pipeline:
@@ -145,7 +147,7 @@ class Pipeline:
 
     def discard(self) -> None:
         """Forget everything unwritten (after a fork: the parent writes its own entries)."""
-        self.buffer.clear()
+        self.buffer.forget()
         self._backlog = {}
         self._lock = threading.Lock()
 
@@ -200,12 +202,12 @@ class Flusher:
         with self._lock:
             if self._pid == os.getpid():
                 return  # another request thread got here first
-            self._started = True
             self._stopping = False
             self._wake = threading.Event()
             self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            self._thread.start()  # should it fail, the next request tries again
             self._pid = os.getpid()
-            self._thread.start()
+            self._started = True
 
     def wake(self) -> None:
         """Flush now rather than at the end of the interval."""

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, Text, func, select, text
 
-from flask_bgjobs import DatabaseBusyError, ManualClock, SchemaVersionError, StorageError
+from flask_bgjobs import (
+    DatabaseBusyError,
+    DatabaseDamagedError,
+    ManualClock,
+    SchemaVersionError,
+    StorageError,
+)
 from flask_bgjobs.sqlite import (
     Database,
     MonthlyDatabase,
@@ -354,3 +360,88 @@ def test_two_processes_writing_one_file_lose_nothing(database: Database, start_m
         500,
         2,
     )
+
+
+# -- the review of the damage checks ----------------------------------------------------------
+
+
+def test_a_refused_first_write_leaves_no_transaction_open(tmp_path: Path) -> None:
+    """A newer schema refused at the first write must not keep the file's write lock."""
+    path = tmp_path / "newer.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 5")
+    conn.close()
+    old = Database(path, SCHEMA)
+    try:
+        for _ in range(2):  # the same clear error every time, not "within a transaction"
+            with pytest.raises(SchemaVersionError, match="newer"):
+                with old.write():
+                    pass
+        other = sqlite3.connect(path, timeout=0)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # the lock is free
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+    finally:
+        old.dispose()
+
+
+def test_a_statement_error_that_says_malformed_is_not_damage(database: Database) -> None:
+    with database.write() as tx:
+        insert(tx)
+    with pytest.raises(StorageError) as refused:
+        with database.write() as tx:
+            tx.execute("SELECT json('{not json')")
+    assert not isinstance(refused.value, DatabaseDamagedError)
+    with database.write() as tx:  # no suspicion left behind, and the file is kept
+        insert(tx, seq=1)
+    assert count(database) == 2
+
+
+def test_a_file_deleted_while_another_connection_holds_it_is_started_anew(
+    tmp_path: Path,
+) -> None:
+    """The other connection keeps the old -wal and -shm; the new file must not pair with them."""
+    path = tmp_path / "held.db"
+    database = Database(path, SCHEMA, recreate_damaged=True)
+    holder = None
+    try:
+        with database.write() as tx:
+            insert(tx)
+        holder = sqlite3.connect(path)
+        holder.execute("PRAGMA journal_mode = WAL")
+        holder.execute("SELECT count(*) FROM row").fetchone()  # it has the file, -wal and -shm
+        path.unlink()
+        for seq in range(3):
+            with database.write() as tx:
+                insert(tx, seq=seq)
+        assert count(database) == 3
+        assert sorted(p.name.split(".orphan-")[0] for p in tmp_path.glob("*.orphan-*")) == [
+            "held.db-shm",
+            "held.db-wal",
+        ]
+    finally:
+        if holder is not None:
+            holder.close()
+        database.dispose()
+
+
+def test_a_month_damaged_past_its_header_is_set_aside_by_a_fresh_process(tmp_path: Path) -> None:
+    path = tmp_path / "month.db"
+    first = Database(path, SCHEMA)
+    with first.write() as tx:
+        insert(tx)
+    first.dispose()
+    with open(path, "r+b") as garbled:  # a sound header, then an impossible page size
+        garbled.seek(16)
+        garbled.write(b"\x00\x03")
+    fresh = Database(path, SCHEMA, recreate_damaged=True)
+    try:
+        with fresh.write() as tx:
+            insert(tx, writer="after")
+        assert count(fresh) == 1
+        moved = [p.name for p in tmp_path.glob("month.db.corrupt-*")]
+        assert len([name for name in moved if not name.endswith(("-wal", "-shm"))]) == 1
+    finally:
+        fresh.dispose()

@@ -17,6 +17,7 @@ damage with the same error.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sqlite3
@@ -132,13 +133,15 @@ class Database:
     @property
     def engine(self) -> Engine:
         """The SQLAlchemy engine of this file (made on first use, and anew after a fork)."""
-        if self._engine is None or self._pid != os.getpid():
+        engine = self._engine  # one look: a writer thread may drop it meanwhile
+        if engine is None or self._pid != os.getpid():
             with self._setup:
                 if self._engine is None or self._pid != os.getpid():
                     self._forget_connections()
                     self._engine = self._create_engine()
                     self._pid = os.getpid()
-        return self._engine
+                engine = self._engine
+        return engine
 
     @contextmanager
     def write(self) -> Iterator[WriteTx]:
@@ -230,12 +233,14 @@ class Database:
                 if preparing:
                     self._prepare_schema(WriteTx(conn, raw))
                 return conn, raw, preparing
-            except (sqlite3.DatabaseError, exc.DBAPIError) as error:
+            except BaseException as error:
+                # Whatever failed (a refused BEGIN, a newer schema, a migration), the long-lived
+                # writer connection must not stay inside its transaction.
                 if conn is not None and raw is not None:
                     _end(conn, raw, commit=False)
+                if not isinstance(error, (sqlite3.DatabaseError, exc.DBAPIError)):
+                    raise
                 if not _is_damage(error):
-                    if isinstance(error, StorageError):
-                        raise
                     raise _translate(error, self.path) from error
                 reason = _original_text(error)
                 if retry or not self.recreate_damaged:
@@ -252,6 +257,8 @@ class Database:
             found = os.stat(self._where)
         except FileNotFoundError:
             self._reopen("was deleted while in use; it is created anew")
+            if writing:
+                self._start_anew()
             return
         if (found.st_dev, found.st_ino) != self._file.identity:
             self._reopen("was replaced while in use; the new file is used")
@@ -269,17 +276,18 @@ class Database:
         self._set_aside(reason)
 
     def _check_for_read(self) -> None:
-        if self._file is None:
+        probe = self._file  # one look: a writer thread may drop it meanwhile
+        if probe is None:
             return
         try:
             found = os.stat(self._where)
         except FileNotFoundError:
             found = None
-        if found is None or (found.st_dev, found.st_ino) != self._file.identity:
+        if found is None or (found.st_dev, found.st_ino) != probe.identity:
             with self._lock:
                 self._check_file(writing=False)
             return
-        reason = self._file.damage()
+        reason = probe.damage()
         if reason is not None:
             raise self._damaged(reason, later=True)
 
@@ -317,6 +325,21 @@ class Database:
             self._forget_connections()
             self._engine = None
 
+    def _start_anew(self) -> None:
+        """Create the deleted file, empty, after moving aside the ``-wal`` and ``-shm`` it left
+        (other processes may still hold them open): SQLite would pair them with the new file.
+        Under the directory lock, so that of several processes only the first does it."""
+        with _directory_lock(self.path.parent):
+            if os.path.exists(self._where):
+                return  # another process started it anew
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            for suffix in ("-wal", "-shm"):
+                companion = Path(f"{self._where}{suffix}")
+                if companion.exists():
+                    os.replace(companion, companion.with_name(f"{companion.name}.orphan-{stamp}"))
+            # A new inode nobody has locked: opening and closing it drops no lock of SQLite's.
+            os.close(os.open(self._where, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+
     def _set_aside(self, reason: str) -> None:
         """Move a damaged file (and its -wal, -shm) to ``<name>.corrupt-<UTC time>``."""
         with _directory_lock(self.path.parent), self._setup:
@@ -329,13 +352,8 @@ class Database:
                 return  # moved aside by another process already
             if known is not None and (found.st_dev, found.st_ino) != known:
                 return  # another process moved it aside and started a new file
-            if known is None:
-                probe = _Probe.open(self.path)
-                sound = probe is not None and probe.damage() is None
-                if probe is not None:
-                    probe.release()
-                if sound:
-                    return  # not the file that failed to open: another process started it anew
+            if known is None and _opens_cleanly(self.path):
+                return  # not the file that failed to open: another process started it anew
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
             target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
             number = 1
@@ -351,14 +369,20 @@ class Database:
                      self.path, reason, target.name)  # fmt: skip
 
     def _quick_check(self) -> str | None:
-        """SQLite's own verdict on the file: ``None`` when it is sound."""
+        """SQLite's own verdict on the file: ``None`` when it is sound.
+
+        Only damage counts: any other failure (busy, I/O, no descriptor left) is raised as such,
+        so that a sound file is never moved aside for it.
+        """
         try:
             conn = self._writer_connection()
             raw = conn.connection.driver_connection
             assert isinstance(raw, sqlite3.Connection)
             rows = raw.execute("PRAGMA quick_check(1)").fetchall()
         except (sqlite3.DatabaseError, exc.DBAPIError) as error:
-            return _original_text(error)
+            if _is_damage(error):
+                return _original_text(error)
+            raise _translate(error, self.path) from error
         verdict = str(rows[0][0]) if rows else "no answer"
         return None if verdict == "ok" else verdict
 
@@ -519,10 +543,14 @@ def _is_damage(error: BaseException) -> bool:
     ):
         return False
     name = str(getattr(original, "sqlite_errorname", ""))
-    if name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")):
-        return True
+    if name:
+        return name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT"))
+    if isinstance(original, sqlite3.OperationalError):
+        return False  # busy, I/O, full disk, a bad statement ("malformed JSON"): not damage
     text = str(original).lower()
-    return "file is not a database" in text or "malformed" in text
+    return text.startswith(
+        ("file is not a database", "database disk image is malformed", "malformed database schema")
+    )
 
 
 def _is_full(error: BaseException) -> bool:
@@ -546,6 +574,22 @@ def _translate(error: BaseException, path: Path, doing: str = "writing") -> Stor
     return StorageError(f"{doing} {path} failed: {original}")
 
 
+def _opens_cleanly(path: Path) -> bool:
+    """Tell whether SQLite opens ``path`` and reads its schema (through a connection of its
+    own, which SQLite closes without dropping other connections' locks)."""
+    try:
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=1)
+    except sqlite3.Error:
+        return False
+    try:
+        conn.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError as error:
+        return not _is_damage(error)
+    finally:
+        conn.close()
+    return True
+
+
 class _Probe:
     """An open handle on a database file: its identity, and a cheap look at its header.
 
@@ -559,6 +603,7 @@ class _Probe:
 
     def __init__(self, fd: int, identity: tuple[int, int]) -> None:
         self.fd = fd
+        self.spares: list[int] = []  # more descriptors of the file, closed with the last user
         self.identity = identity
         self.users = 1
         self.pid = os.getpid()
@@ -570,31 +615,34 @@ class _Probe:
             found = os.stat(path)
         except FileNotFoundError:
             return None
-        with cls._guard:
+        with cls._guard:  # held while opening: a second descriptor would have to be closed
             probe = cls._open.get((found.st_dev, found.st_ino))
             if probe is not None and probe.pid == os.getpid():
                 probe.users += 1  # no second descriptor: closing it would drop the locks
                 return probe
-        try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        except FileNotFoundError:
-            return None
-        found = os.fstat(fd)  # the file opened, should the path have changed meanwhile
-        identity = (found.st_dev, found.st_ino)
-        with cls._guard:
+            try:
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            except FileNotFoundError:
+                return None
+            found = os.fstat(fd)  # the file opened, should the path have changed meanwhile
+            identity = (found.st_dev, found.st_ino)
             probe = cls._open.get(identity)
-            if probe is None or probe.pid != os.getpid():  # none, or the parent's (after fork)
-                probe = cls._open[identity] = cls(fd, identity)
+            if probe is not None and probe.pid == os.getpid():
+                # The path changed under us to a file this process has open already: keep the
+                # descriptor (closing it would drop the locks) among that probe's spares.
+                probe.users += 1
+                probe.spares.append(fd)
                 return probe
-            probe.users += 1
-        os.close(fd)  # a rare race with another Database of this process opening it too
-        return probe
+            probe = cls._open[identity] = cls(fd, identity)
+            return probe
 
     def damage(self) -> str | None:
         """Why the file is not a SQLite database, or ``None`` while its header is right."""
         try:
             head = os.pread(self.fd, len(SQLITE_HEADER), 0)
         except OSError as error:
+            if error.errno == errno.EBADF:
+                return None  # released by a writer thread meanwhile: that thread checks again
             return f"its header cannot be read: {error}"
         if not head or head == SQLITE_HEADER:
             return None  # a new, empty file, or a database
@@ -609,7 +657,8 @@ class _Probe:
                 return
             if self._open.get(self.identity) is self:
                 del self._open[self.identity]
-        os.close(self.fd)
+        for fd in (self.fd, *self.spares):
+            os.close(fd)
 
 
 @contextmanager
@@ -620,9 +669,24 @@ def _directory_lock(directory: Path) -> Iterator[None]:
         return
     import fcntl
 
-    fd = os.open(directory, os.O_RDONLY)
+    fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)  # a forked child must not keep it
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        deadline = time.monotonic() + _DIRECTORY_LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise DatabaseBusyError(
+                        f"another process kept {directory} locked for more than "
+                        f"{_DIRECTORY_LOCK_WAIT:g} s while moving a damaged file aside"
+                    ) from None
+                time.sleep(0.01)
         yield
     finally:
         os.close(fd)
+
+
+#: How long a process waits for another to finish moving a damaged file aside.
+_DIRECTORY_LOCK_WAIT = 10.0
