@@ -40,6 +40,7 @@ import requests
 from requests.auth import AuthBase, HTTPBasicAuth
 
 from .errors import BgJobsError, InvalidJobError
+from .redaction import SecretNames, redact_query
 
 __all__ = [
     "METHODS",
@@ -76,16 +77,8 @@ _HEADER_VALUE = re.compile(r"[!-~]([!-~ \t]*[!-~])?")
 
 _REDACTED = "***"
 
-#: Query parameters whose values :func:`redact_reply_to` hides: a name that, lower-cased and
-#: stripped to letters and digits, contains one of these (the request logger's default rule)...
-_SECRET_PARAMS = (
-    "password", "passwd", "passphrase", "secret", "token", "apikey", "accesskey", "privatekey",
-    "authorization", "credential", "session", "csrf", "signature",
-)  # fmt: skip
-#: ... or is one of these.
-_SECRET_NAMES = frozenset({"key", "sig", "auth", "code", "pw", "pwd", "jwt"})
-_NOT_ALNUM = re.compile(r"[^a-z0-9]")
-_QUERY_SEPARATORS = re.compile(r"([&;])")
+#: Query parameters whose values :func:`redact_reply_to` hides: the request logs' default rule.
+_SECRET_PARAM = SecretNames()
 
 
 @dataclass(frozen=True)
@@ -204,11 +197,6 @@ def redact_reply_to(url: str) -> str:
     return shown if method is None else f"{method} {shown}"
 
 
-def _is_secret_param(name: str) -> bool:
-    folded = _NOT_ALNUM.sub("", unquote(name.replace("+", " ")).lower())
-    return folded in _SECRET_NAMES or any(needle in folded for needle in _SECRET_PARAMS)
-
-
 def _redact_query(url: str) -> str:
     """Mask the values of the query parameters of ``url`` whose names look secret
     (``?token=...``, ``?api_key=...``, ``?sig=...``)."""
@@ -216,12 +204,7 @@ def _redact_query(url: str) -> str:
     if not question:
         return url
     query, hash_sign, fragment = rest.partition("#")
-    pieces = _QUERY_SEPARATORS.split(query)
-    for index in range(0, len(pieces), 2):
-        name, equals, _value = pieces[index].partition("=")
-        if equals and _is_secret_param(name):
-            pieces[index] = f"{name}={_REDACTED}"
-    return f"{base}?{''.join(pieces)}{hash_sign}{fragment}"
+    return f"{base}?{redact_query(query, _SECRET_PARAM, _REDACTED)}{hash_sign}{fragment}"
 
 
 def _invalid(url: str, problem: str) -> InvalidJobError:

@@ -10,6 +10,7 @@ from typing import Any
 from flask import Flask
 
 from flask_bgjobs.config import integer_setting, number_setting
+from flask_bgjobs.redaction import SECRET_WORDS
 from flask_bgjobs.sqlite import SqliteOptions
 
 #: Every key with its default; ``init_app`` puts them into ``app.config`` with ``setdefault``.
@@ -24,25 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "SQLITELOGS_ENABLE_ERROR_TRACKING": True,
     "SQLITELOGS_MAX_BODY_BYTES": 64 * 1024,
     "SQLITELOGS_REDACT_HEADERS": ["X-Auth-Token", "X-CSRF-Token", "X-XSRF-Token", "*-Secret"],
-    "SQLITELOGS_REDACT_FIELDS": [
-        "password",
-        "passwd",
-        "passphrase",
-        "secret",
-        "token",
-        "api_key",
-        "apikey",
-        "access_key",
-        "private_key",
-        "authorization",
-        "credential",
-        "session",
-        "csrf",
-        "signature",
-        "card_number",
-        "cvv",
-        "ssn",
-    ],
+    "SQLITELOGS_REDACT_FIELDS": list(SECRET_WORDS),
     "SQLITELOGS_REQUEST_ID_HEADER": "X-Request-ID",
     "SQLITELOGS_USER_ID": None,
     "SQLITELOGS_RETENTION_MONTHS": None,

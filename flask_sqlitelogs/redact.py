@@ -5,7 +5,9 @@ A header is secret when its name is one of :data:`ALWAYS_REDACTED`, matches a pa
 fields below (``X-Access-Token``, ``Private-Token``). A JSON or form field, or a query
 parameter, is secret when its name, lower-cased and stripped of everything but letters and
 digits, contains one of ``SQLITELOGS_REDACT_FIELDS`` (so ``api_key`` catches ``X-Api-Key``,
-``apiKey`` and ``user_api_key``). The value is replaced by :data:`REDACTED`, whatever its type.
+``apiKey`` and ``user_api_key``), or is one of the short names ``key``, ``sig``, ``auth``,
+``code``, ``pw``, ``pwd``, ``jwt``: the rule of :mod:`flask_bgjobs.redaction`, which the job
+pages apply to ``reply_to`` URLs too. The value is replaced by :data:`REDACTED`, whatever its type.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import json
 import re
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import unquote_plus
+
+from flask_bgjobs.redaction import SecretNames, redact_query
 
 #: What a redacted value reads as.
 REDACTED = "[REDACTED]"
@@ -35,8 +38,6 @@ _TEXTUAL = re.compile(
 )
 _FORM = "application/x-www-form-urlencoded"
 _JSON_PAIR = re.compile(r'"((?:[^"\\]|\\.)*)"(\s*:\s*)("(?:[^"\\]|\\.)*"?|[^,}\]\s]*)')
-_NOT_ALNUM = re.compile(r"[^a-z0-9]")
-_SEPARATORS = re.compile(r"([&;])")
 _MAX_DEPTH = 64
 _CACHE_SIZE = 4096
 _PLAIN, _SECRET, _URL = 0, 1, 2
@@ -61,13 +62,8 @@ class Redactor:
 
     def __init__(self, header_patterns: Iterable[str], field_names: Iterable[str]) -> None:
         self.header_patterns = tuple(pattern.lower() for pattern in header_patterns)
-        self.field_needles = tuple(
-            needle
-            for needle in (_NOT_ALNUM.sub("", name.lower()) for name in field_names)
-            if needle
-        )
+        self._secret_name = SecretNames(field_names)
         self._headers: dict[str, bool] = {}
-        self._fields: dict[str, bool] = {}
         self._treatments: dict[str, int] = {}
 
     # -- names ---------------------------------------------------------------------------------
@@ -88,12 +84,7 @@ class Redactor:
 
     def is_secret_field(self, name: str) -> bool:
         """Tell whether a JSON/form field or query parameter called ``name`` is redacted."""
-        known = self._fields.get(name)
-        if known is None:
-            folded = _NOT_ALNUM.sub("", name.lower())
-            known = any(needle in folded for needle in self.field_needles)
-            _remember(self._fields, name, known)
-        return known
+        return self._secret_name(name)
 
     # -- values --------------------------------------------------------------------------------
 
@@ -133,19 +124,7 @@ class Redactor:
 
     def query(self, query_string: str) -> str:
         """A query string with the values of secret parameters redacted, the rest untouched."""
-        if not query_string:
-            return query_string
-        # "&" separates parameters; some servers and frameworks take ";" too: so do we.
-        pieces = _SEPARATORS.split(query_string) if ";" in query_string else query_string.split("&")
-        changed = False
-        for index in range(0, len(pieces), 2 if ";" in query_string else 1):
-            name, _sep, _value = pieces[index].partition("=")
-            if name and self.is_secret_field(unquote_plus(name)):
-                pieces[index] = f"{name}={REDACTED}"
-                changed = True
-        if not changed:
-            return query_string
-        return "".join(pieces) if ";" in query_string else "&".join(pieces)
+        return redact_query(query_string, self._secret_name, REDACTED)
 
     def url(self, url: str) -> str:
         """A URL with its query string redacted."""

@@ -456,3 +456,21 @@ def test_the_user_of_flask_login_is_recorded_when_the_request_loaded_it(make: Ma
     first, second = logged(app, logs)
     assert (first.path, first.user_id) == ("/me", "ann")
     assert (second.path, second.user_id) == ("/hello", None)
+
+
+def test_the_request_logs_and_reply_to_urls_share_one_secret_rule(make: Make) -> None:
+    """``?key=``, ``?sig=`` and ``?code=`` are secret in both; so is ``card_number``."""
+    from flask_bgjobs.callbacks import redact_reply_to
+
+    query = "key=k-1&sig=s-2&code=c-3&card_number=4111&keyboard=qwerty&page=2"
+    app, logs = make()
+    app.test_client().get(f"/hello?{query}")
+    (entry,) = logged(app, logs)
+    masked = "&".join(
+        f"{name}={REDACTED}" if name in {"key", "sig", "code", "card_number"} else pair
+        for pair in query.split("&")
+        for name in [pair.partition("=")[0]]
+    )
+    assert entry.query_string == masked
+    shown = redact_reply_to(f"https://hooks.example/in?{query}")
+    assert shown == "https://hooks.example/in?" + masked.replace(REDACTED, "***")
