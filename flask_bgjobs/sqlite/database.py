@@ -166,9 +166,7 @@ class Database:
                     yield WriteTx(conn, raw)
                 except BaseException as error:
                     _end(conn, raw, commit=False)
-                    if _is_damage(error):  # SQLite met a damaged page: the next write checks
-                        self._suspect = _original_text(error)
-                        raise self._damaged(self._suspect, later=True) from error
+                    self._raise_if_damage(error)
                     if _is_operational(error):
                         raise _translate(error, self.path) from error
                     raise
@@ -198,9 +196,7 @@ class Database:
             with self.engine.connect() as conn:
                 yield conn
         except (sqlite3.DatabaseError, exc.DBAPIError) as error:
-            if _is_damage(error):
-                self._suspect = _original_text(error)
-                raise self._damaged(self._suspect, later=True) from error
+            self._raise_if_damage(error)
             if not _is_operational(error):
                 raise
             raise _translate(error, self.path, "reading") from error
@@ -299,9 +295,7 @@ class Database:
                 with self.engine.connect() as conn:
                     found = conn.exec_driver_sql("PRAGMA user_version").scalar()
             except (sqlite3.DatabaseError, exc.DBAPIError) as error:
-                if _is_damage(error):
-                    self._suspect = _original_text(error)
-                    raise self._damaged(self._suspect, later=True) from error
+                self._raise_if_damage(error)
                 raise _translate(error, self.path, "reading") from error
             if found == self.schema.version:
                 self._track()
@@ -385,6 +379,13 @@ class Database:
             raise _translate(error, self.path) from error
         verdict = str(rows[0][0]) if rows else "no answer"
         return None if verdict == "ok" else verdict
+
+    def _raise_if_damage(self, error: BaseException) -> None:
+        """If SQLite met a damaged page, remember it (the next write checks the file) and raise
+        :class:`DatabaseDamagedError`; otherwise return."""
+        if _is_damage(error):
+            self._suspect = _original_text(error)
+            raise self._damaged(self._suspect, later=True) from error
 
     def _damaged(
         self, reason: str, *, later: bool = False, again: bool = False
