@@ -15,6 +15,7 @@ from flask.cli import AppGroup, with_appcontext
 from .callbacks import redact_reply_to
 from .errors import BgJobsError
 from .models import JobState, to_datetime
+from .text import echo, terminal_safe
 
 jobs_cli = AppGroup("jobs", help="Run and manage background jobs.")
 
@@ -69,7 +70,7 @@ def worker_command(
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: Any) -> None:
-        click.echo(f"received {signal.Signals(signum).name}: stopping", err=True)
+        echo(f"received {signal.Signals(signum).name}: stopping", err=True)
         stop.set()
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -81,11 +82,11 @@ def worker_command(
             else (f"{runner.pool_size} threads and every named worker")
         )
         scheduling = "" if runner.scheduler is not None else ", no scheduler"
-        click.echo(f"worker {runner.owner} running {lanes}{scheduling}", err=True)
+        echo(f"worker {runner.owner} running {lanes}{scheduling}", err=True)
         while not stop.wait(0.5):
             pass
         runner.stop(stop_timeout)
-        click.echo(f"worker {runner.owner} stopped", err=True)
+        echo(f"worker {runner.owner} stopped", err=True)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -104,14 +105,14 @@ def list_command(
     summaries = _extension().list_jobs(state=state, command=command, tag=tag, limit=limit)
     if as_json:
         for summary in summaries:
-            click.echo(json.dumps({**asdict(summary), "state": summary.state.value}))
+            echo(json.dumps({**asdict(summary), "state": summary.state.value}))
         return
     if not summaries:
-        click.echo("no jobs")
+        echo("no jobs")
         return
-    click.echo(f"{'ID':>8}  {'STATE':<9}  {'CREATED':<19}  {'ATTEMPTS':>8}  COMMAND")
+    echo(f"{'ID':>8}  {'STATE':<9}  {'CREATED':<19}  {'ATTEMPTS':>8}  COMMAND")
     for s in summaries:
-        click.echo(
+        echo(
             f"{s.id:>8}  {s.state.value:<9}  {_when(s.created_at):<19}  "
             f"{s.attempts:>8}  {s.command}{f'  [{s.tag}]' if s.tag else ''}"
         )
@@ -133,7 +134,7 @@ def show_command(job_id: int, as_json: bool) -> None:
     if fields.get("reply_to"):
         fields["reply_to"] = redact_reply_to(fields["reply_to"])  # never print its credentials
     if as_json:
-        click.echo(json.dumps(fields, default=str, indent=2))
+        echo(json.dumps(fields, default=str, indent=2))
         return
     for key, value in fields.items():
         if value in (None, "", [], {}):
@@ -142,7 +143,7 @@ def show_command(job_id: int, as_json: bool) -> None:
             value = _when(value)
         elif isinstance(value, (dict, list)):
             value = json.dumps(value, default=str, indent=2)
-        click.echo(f"{key}: {value}")
+        echo(f"{key}: {value}")
 
 
 @jobs_cli.command("cancel")
@@ -154,7 +155,7 @@ def cancel_command(job_id: int) -> None:
         raise click.ClickException(f"no job has id {job_id}")
     if not extension.cancel_job(job_id):
         raise click.ClickException(f"job {job_id} is not queued or running")
-    click.echo(f"job {job_id} cancelled")
+    echo(f"job {job_id} cancelled")
 
 
 @jobs_cli.command("requeue")
@@ -175,8 +176,8 @@ def requeue_command(job_id: int | None, all_failed: bool, command: str | None) -
         try:
             extension.requeue_job(one)
         except BgJobsError as error:
-            raise click.ClickException(str(error)) from None
-    click.echo(f"requeued {len(ids)} job(s)")
+            raise click.ClickException(terminal_safe(str(error))) from None
+    echo(f"requeued {len(ids)} job(s)")
 
 
 @jobs_cli.command("prune")
@@ -189,7 +190,7 @@ def requeue_command(job_id: int | None, all_failed: bool, command: str | None) -
 def prune_command(keep_months: int) -> None:
     """Delete the monthly job files of older months."""
     removed = _extension().prune(keep_months)
-    click.echo(f"removed {len(removed)} month(s){': ' + ', '.join(removed) if removed else ''}")
+    echo(f"removed {len(removed)} month(s){': ' + ', '.join(removed) if removed else ''}")
 
 
 @jobs_cli.group("schedule", invoke_without_command=True)
@@ -201,13 +202,13 @@ def schedule_group(ctx: click.Context) -> None:
         return
     tasks = _extension().recurring_tasks()
     if not tasks:
-        click.echo("no recurring tasks")
+        echo("no recurring tasks")
         return
-    click.echo(f"{'NAME':<24} {'SCHEDULE':<28} {'LAST RUN':<19} {'JOB':>6} {'OUTCOME':<10} "
+    echo(f"{'NAME':<24} {'SCHEDULE':<28} {'LAST RUN':<19} {'JOB':>6} {'OUTCOME':<10} "
                f"{'NEXT RUN':<19}")  # fmt: skip
     for task in tasks:
         next_run = _when(task.next_run_at) if task.enabled else "disabled"
-        click.echo(
+        echo(
             f"{task.name:<24} {task.schedule.describe():<28} {_when(task.last_run_at):<19} "
             f"{task.last_job_id or '-':>6} {task.last_state or '-':<10} {next_run:<19}"
             + (f"  (skipped {task.skipped}: {task.last_skip_reason})" if task.skipped else "")
@@ -218,7 +219,7 @@ def _task_command(name: str, action: Any) -> None:
     try:
         action(name)
     except BgJobsError as error:
-        raise click.ClickException(str(error)) from None
+        raise click.ClickException(terminal_safe(str(error))) from None
 
 
 @schedule_group.command("run")
@@ -227,7 +228,7 @@ def schedule_run(name: str) -> None:
     """Fire task NAME now, outside its schedule."""
     ref: list[Any] = []
     _task_command(name, lambda n: ref.append(_extension().run_now(n)))
-    click.echo(f"task {name!r} fired: job {ref[0].id}")
+    echo(f"task {name!r} fired: job {ref[0].id}")
 
 
 @schedule_group.command("enable")
@@ -235,7 +236,7 @@ def schedule_run(name: str) -> None:
 def schedule_enable(name: str) -> None:
     """Turn task NAME on."""
     _task_command(name, lambda n: _extension().enable_recurring(n, True))
-    click.echo(f"task {name!r} enabled")
+    echo(f"task {name!r} enabled")
 
 
 @schedule_group.command("disable")
@@ -243,7 +244,7 @@ def schedule_enable(name: str) -> None:
 def schedule_disable(name: str) -> None:
     """Turn task NAME off (it stays registered)."""
     _task_command(name, lambda n: _extension().enable_recurring(n, False))
-    click.echo(f"task {name!r} disabled")
+    echo(f"task {name!r} disabled")
 
 
 @schedule_group.command("remove")
@@ -252,11 +253,11 @@ def schedule_remove(name: str) -> None:
     """Delete task NAME from the database."""
     if not _extension().remove_recurring(name):
         raise click.ClickException(f"no recurring task is named {name!r}")
-    click.echo(f"task {name!r} removed")
+    echo(f"task {name!r} removed")
 
 
 @schedule_group.command("prune")
 def schedule_prune() -> None:
     """Delete the stored tasks that the app no longer registers."""
     gone = _extension().prune_recurring()
-    click.echo(f"removed {len(gone)} task(s){': ' + ', '.join(gone) if gone else ''}")
+    echo(f"removed {len(gone)} task(s){': ' + ', '.join(gone) if gone else ''}")

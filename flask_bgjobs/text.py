@@ -8,8 +8,14 @@ it is stored or sent (or, where checking costs too much, after a refused write).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, overload
+
+import click
+
+#: Characters a terminal may act on: C0 controls but tab and newline, DEL, C1 controls.
+_TERMINAL_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 @overload
@@ -33,3 +39,15 @@ def utf8_safe_rows(rows: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
         tuple(utf8_safe(value) if isinstance(value, str) else value for value in row)
         for row in rows
     ]
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` fit to print on a terminal: control characters (an escape sequence in a job's
+    tag, a carriage return in a request path) shown as ``\\x1b`` rather than acted on."""
+    return _TERMINAL_CONTROLS.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
+def echo(text: str, err: bool = False) -> None:
+    """``click.echo`` for the commands' output, which holds what users and clients wrote (tags,
+    paths, errors): control characters are shown, never sent to the terminal."""
+    click.echo(terminal_safe(text), err=err)

@@ -9,6 +9,8 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from flask_bgjobs.text import echo
+
 sqlitelogs_cli = AppGroup("sqlitelogs", help="Manage the request logs.")
 
 
@@ -42,9 +44,9 @@ def prune_command(keep_months: int | None, archive_dir: str | None) -> None:
         raise click.UsageError(str(error)) from None
     verb = "archived" if archive_dir else "removed"
     if removed:
-        click.echo(f"{verb} {len(removed)} month(s): {', '.join(removed)}")
+        echo(f"{verb} {len(removed)} month(s): {', '.join(removed)}")
     else:
-        click.echo("nothing to prune")
+        echo("nothing to prune")
 
 
 @sqlitelogs_cli.command("stats")
@@ -54,26 +56,26 @@ def stats_command(as_json: bool) -> None:
     stats = _extension().stats()
     months = stats["months"]
     if as_json:
-        click.echo(json.dumps({"directory": stats["directory"], "months": months}, default=str))
+        echo(json.dumps({"directory": stats["directory"], "months": months}, default=str))
         return
-    click.echo(f"request logs in {stats['directory']}")
+    echo(f"request logs in {stats['directory']}")
     if not months:
-        click.echo("no months logged yet")
+        echo("no months logged yet")
         return
-    click.echo(f"{'MONTH':<8}  {'ROWS':>10}  {'ERRORS':>8}  {'SIZE':>10}  FIRST .. LAST (UTC)")
+    echo(f"{'MONTH':<8}  {'ROWS':>10}  {'ERRORS':>8}  {'SIZE':>10}  FIRST .. LAST (UTC)")
     for month in months:
         span = (
             f"{month['first']:%Y-%m-%d %H:%M} .. {month['last']:%Y-%m-%d %H:%M}"
             if month["first"] is not None
             else "-"
         )
-        click.echo(
+        echo(
             f"{month['month']:<8}  {month['rows']:>10,}  {month['errors']:>8,}  "
             f"{_size(month['bytes']):>10}  {span}"
         )
     total = sum(month["rows"] for month in months)
     size = sum(month["bytes"] for month in months)
-    click.echo(f"{'total':<8}  {total:>10,}  {'':>8}  {_size(size):>10}")
+    echo(f"{'total':<8}  {total:>10,}  {'':>8}  {_size(size):>10}")
 
 
 def _size(count: int) -> str:

@@ -125,6 +125,16 @@ def test_list_shows_newest_first_with_state_attempts_and_tag(apps: Apps) -> None
     assert by_id[queued][4:] == ["0", "ok"]
 
 
+def test_control_characters_from_users_are_shown_not_sent_to_the_terminal(apps: Apps) -> None:
+    hostile = "\x1b]0;owned\x07\x1b[2J\rnightly\x9b"
+    job = apps.enqueue_only("ok", {"note": "\x1b[31mred"}, tag=hostile)
+    for output in (apps.cli("list").output, apps.cli("show", str(job)).output):
+        assert not any(ch in output for ch in "\x1b\x07\r\x9b")
+        assert "\\x1b]0;owned\\x07\\x1b[2J\\x0dnightly\\x9b" in output
+    shown = json.loads(apps.cli("list", "--json").output)
+    assert shown["tag"] == hostile  # JSON keeps the value exactly, escaped by JSON itself
+
+
 def test_list_filters_by_state_command_tag_and_limit(apps: Apps) -> None:
     done = apps.enqueue("ok", tag="a")
     failed = [apps.enqueue("boom"), apps.enqueue("other_boom", tag="a")]
