@@ -53,7 +53,7 @@ class JobOptions:
             check_text(getattr(self, name), name)
         check_text(self.reply_to, "reply_to", MAX_REPLY_TO, secret=True)
         if self.user_id is not None:
-            check_text(str(self.user_id), "user_id", None)
+            check_text(str(self.user_id), "user_id", None, empty=True)
         for name in ("depends_on", "parent_id"):
             check_option(getattr(self, name), name, is_id, "a job id (a positive integer)")
         if self.args is not None and not _is_str_dict(self.args):
