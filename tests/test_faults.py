@@ -18,7 +18,6 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,41 +29,14 @@ from flask_bgjobs import JobState
 from .apps.chaos_app import EXECUTIONS_SCHEMA
 from .apps.queue_app import jobs
 from .conftest import wait_until
+from .workers import Worker, Workers
 
 pytestmark = pytest.mark.chaos
 
-REPO = Path(__file__).resolve().parent.parent
 CHAOS_APP = "tests.apps.chaos_app:create_app"
 
 
 # -- worker processes ------------------------------------------------------------------------------
-
-
-@dataclass
-class Proc:
-    """One ``flask jobs worker`` process of the chaos app."""
-
-    process: subprocess.Popen[bytes]
-    log: Path
-    die_at: str | None
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        """Wait for the worker's start-up line; fail at once if it exits."""
-
-        def ready() -> bool:
-            if self.process.poll() is not None:
-                pytest.fail(f"worker exited with {self.process.returncode}:\n{self.output()}")
-            return " running " in self.output()
-
-        wait_until(ready, timeout=timeout, interval=0.05)
 
 
 class Fleet:
@@ -78,47 +50,28 @@ class Fleet:
         self.instance = tmp_path / "instance"
         self.executions = tmp_path / "executions.db"
         self.deaths = tmp_path / "deaths.txt"
-        self.procs: list[Proc] = []
+        self.workers = Workers(
+            tmp_path,
+            CHAOS_APP,
+            {
+                "CHAOS_EXECUTIONS": str(self.executions),
+                "CHAOS_DEATHS": str(self.deaths),
+            },
+        )
         conn = sqlite3.connect(self.executions, isolation_level=None)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(EXECUTIONS_SCHEMA)
         conn.close()
 
-    def start(self, *args: str, die_at: str | None = None, **settings: Any) -> Proc:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("BGJOBS_", "FLASK_"))}
-        env.pop("CHAOS_DIE_AT", None)
-        env.update(
-            BGJOBS_TEST_INSTANCE=str(self.instance),
-            BGJOBS_TEST_RUNS=str(self.tmp_path / "runs.txt"),
-            CHAOS_EXECUTIONS=str(self.executions),
-            CHAOS_DEATHS=str(self.deaths),
-            BGJOBS_POLL_INTERVAL="0.02",
-            BGJOBS_CANCEL_GRACE="0.5",
-            PYTHONUNBUFFERED="1",
-        )
-        if die_at is not None:
-            env["CHAOS_DIE_AT"] = die_at
-        env.update({f"BGJOBS_{key.upper()}": str(value) for key, value in settings.items()})
-        log = self.tmp_path / f"worker{len(self.procs)}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "flask", "--app", CHAOS_APP, "jobs", "worker", *args],
-                cwd=REPO,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        proc = Proc(process, log, die_at)
-        self.procs.append(proc)
-        return proc
+    @property
+    def procs(self) -> list[Worker]:
+        return self.workers.started
+
+    def start(self, *args: str, die_at: str | None = None, **settings: Any) -> Worker:
+        return self.workers.start(*args, die_at=die_at, **settings)
 
     def close(self) -> None:
-        for proc in self.procs:
-            if proc.process.poll() is None:
-                proc.process.kill()
-        for proc in self.procs:
-            proc.process.wait(timeout=30)
+        self.workers.close()
 
     def runs(self) -> dict[int, list[tuple[int, int, str]]]:
         """``job id -> [(attempt, pid, phase), ...]`` of every ``chaos`` run, in order."""
@@ -239,7 +192,7 @@ def test_sigkill_at_random_points_of_a_2000_job_run_loses_no_job_and_repeats_onl
     move_windows_seen = 0
     began = time.monotonic()
 
-    def start(slot_plan: str | None) -> Proc:
+    def start(slot_plan: str | None) -> Worker:
         die_at = None
         if slot_plan is not None:
             low, high = HOOKED[slot_plan]

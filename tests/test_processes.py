@@ -7,17 +7,12 @@ waited for in the fixture's teardown, whatever the test did.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
 
 import pytest
 from flask import Flask
@@ -26,113 +21,9 @@ from flask_bgjobs import JobState
 
 from .apps.queue_app import create_app, jobs
 from .conftest import wait_until
+from .workers import Workers
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parent.parent
-APP = "tests.apps.queue_app:create_app"
-
-
-@dataclass
-class Worker:
-    """One ``flask jobs worker`` process and the file its stderr goes to."""
-
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def owner(self) -> str:
-        """The runner's process id (``host:pid:uuid``), from its start-up line."""
-        if " running " not in self.output():
-            self.wait_ready()  # a job may start before the line is written
-        for line in self.output().splitlines():
-            if line.startswith("worker ") and " running " in line:
-                return line.split()[1]
-        raise AssertionError(f"worker {self.pid} did not announce itself:\n{self.output()}")
-
-    def wait_ready(self, timeout: float = 15.0) -> None:
-        def ready() -> bool:
-            if self.process.poll() is not None:
-                pytest.fail(f"worker exited with {self.process.returncode}:\n{self.output()}")
-            return " running " in self.output()
-
-        wait_until(ready, timeout=timeout)
-
-    def wait_for_file(self, path: Path, timeout: float = 15.0) -> None:
-        """Wait until a job of this worker writes ``path``; fail early if the worker exits."""
-        deadline = time.monotonic() + timeout
-        while not path.exists():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                state = {s.id: (s.state.value, s.attempts) for s in jobs.list_jobs()}
-                pytest.fail(
-                    f"{path.name} not written within {timeout} s (worker exit code "
-                    f"{self.process.poll()}, jobs {state}); worker output:\n{self.output()}"
-                )
-            time.sleep(0.01)
-
-    def terminate(self, timeout: float = 30.0, sig: signal.Signals = signal.SIGTERM) -> int:
-        """Send ``sig`` (SIGTERM), then return the exit code."""
-        self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"worker {self.pid} ignored {sig.name} for {timeout} s:\n{self.output()}")
-
-
-class Workers:
-    """Starts workers on one instance folder; :meth:`close` kills and reaps what still runs."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
-        self.instance = tmp_path / "instance"
-        self.runs = tmp_path / "runs.txt"
-        self.started: list[Worker] = []
-
-    def start(self, *args: str, **settings: Any) -> Worker:
-        """Start ``flask jobs worker *args`` with ``BGJOBS_<KEY>=value`` for each setting."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("BGJOBS_", "FLASK_"))}
-        env.update(
-            BGJOBS_TEST_INSTANCE=str(self.instance),
-            BGJOBS_TEST_RUNS=str(self.runs),
-            BGJOBS_POLL_INTERVAL="0.02",
-            BGJOBS_CANCEL_GRACE="0.5",
-            PYTHONUNBUFFERED="1",
-        )
-        env.update({f"BGJOBS_{key.upper()}": str(value) for key, value in settings.items()})
-        log = self.tmp_path / f"worker{len(self.started)}.log"
-        with log.open("wb") as stderr:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "flask", "--app", APP, "jobs", "worker", *args],
-                cwd=REPO,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=stderr,
-                stderr=subprocess.STDOUT,
-            )
-        worker = Worker(process, log)
-        self.started.append(worker)
-        return worker
-
-    def close(self) -> None:
-        for worker in self.started:
-            if worker.process.poll() is None:
-                worker.process.kill()
-        for worker in self.started:
-            worker.process.wait(timeout=30)
-
-    def run_lines(self) -> list[tuple[int, int]]:
-        """``(job id, pid)`` of every ``record`` run so far."""
-        if not self.runs.exists():
-            return []
-        text = self.runs.read_text()
-        complete = text[: text.rfind("\n") + 1]  # a line being appended may show in part
-        return [(int(a), int(b)) for a, b in (line.split() for line in complete.splitlines())]
 
 
 @pytest.fixture
