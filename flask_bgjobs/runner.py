@@ -128,6 +128,10 @@ class Runner:
             self.started = True
         now = self._now()
         self._last_look = (now, time.monotonic())  # a clock jump from here on is noticed
+        # A process that starts has not seen the others renew: leases that lapsed just before
+        # (a lock-out longer than a lease that others lived through) may belong to live
+        # processes. Recovery waits as it does after a jump (half a lease, at most 5 s).
+        self._hold_recovery()
         try:
             self.heartbeat(now)
             self._renewed_at = time.monotonic()

@@ -613,6 +613,54 @@ def test_leases_that_lapsed_while_jobs_db_was_locked_are_not_taken_from_the_livi
     assert result.completed.attempts == 1 and result.completed.history == []
 
 
+def test_a_process_started_just_after_leases_lapsed_takes_nothing_from_the_living(
+    make_app: Any,
+) -> None:
+    # A new worker has not seen the others renew: the lease of a live job that lapsed just
+    # before (its supervisor held up) is not taken at the newcomer's first looks.
+    import threading
+
+    from flask_bgjobs.runner import Runner
+
+    app, bg = make_app(lease_seconds=1.0)
+    release = threading.Event()
+    runs: list[int] = []
+
+    @bg.command
+    def hold() -> str:
+        runs.append(1)
+        release.wait(30)
+        return "ran once"
+
+    with app.app_context():
+        store = bg.store()
+        mine = Runner(bg, app, bg.settings(), store, threads=1, scheduler=False)
+        newcomer = Runner(bg, app, bg.settings(), store, threads=1, scheduler=False)
+        try:
+            ref = bg.enqueue_command("hold")
+            mine.dispatch_once(time.time())
+            wait_until(lambda: runs)
+            mine.supervise_once(time.time())
+            time.sleep(1.2)  # mine is held up: its lease lapses while it lives
+            assert bg.get_job(ref.id).queued.lease_expires_at < time.time()
+            newcomer.start()  # its supervisor looks every 0.1 s from now on
+            time.sleep(0.3)
+            assert bg.get_job(ref.id).queued.lease_owner == mine.owner
+            mine.supervise_once(time.time())  # back: it renews
+            assert bg.get_job(ref.id).queued.lease_expires_at > time.time()
+            release.set()
+            mine.complete_once([mine._completions.get(timeout=10)])  # type: ignore[list-item]
+            result = bg.wait_for(ref.id)
+        finally:
+            release.set()
+            newcomer.stop(timeout=5)
+            for lane in mine.lanes.values():
+                lane.stop()
+                lane.join(5)
+    assert runs == [1] and result.result == "ran once"
+    assert result.completed.attempts == 1 and result.completed.history == []
+
+
 # -- 4. disk full ---------------------------------------------------------------------------------
 
 
