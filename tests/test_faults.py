@@ -524,6 +524,54 @@ def test_jobs_db_locked_for_10_s_enqueue_raises_after_its_bound_and_workers_catc
     )
 
 
+class HeldJob:
+    """One ``hold`` job running on a runner of this process (``mine``), driven by hand; the job
+    runs until :attr:`release` is set. :meth:`finish` records it and returns its result."""
+
+    def __init__(self, app: Flask, bg: Any) -> None:
+        import threading
+
+        self.bg = bg
+        self.release = threading.Event()
+        self.runs: list[int] = []
+
+        @bg.command
+        def hold() -> str:
+            self.runs.append(1)
+            self.release.wait(30)
+            return "ran once"
+
+        self.store = bg.store()
+        self.mine = self.runner(app)
+        self.ref = bg.enqueue_command("hold")
+        self.mine.dispatch_once(time.time())
+        wait_until(lambda: self.runs)
+
+    def runner(self, app: Flask) -> Any:
+        """Another runner on the same ``jobs.db``: another process, as far as leases go."""
+        from flask_bgjobs.runner import Runner
+
+        return Runner(self.bg, app, self.bg.settings(), self.store, threads=1, scheduler=False)
+
+    def queued(self) -> Any:
+        return self.bg.get_job(self.ref.id).queued
+
+    def finish(self) -> Any:
+        self.release.set()
+        self.mine.complete_once([self.mine._completions.get(timeout=10)])
+        return self.bg.wait_for(self.ref.id)
+
+    def close(self) -> None:
+        self.release.set()
+        for lane in self.mine.lanes.values():
+            lane.stop()
+            lane.join(5)
+
+    def check_ran_once(self, result: Any) -> None:
+        assert self.runs == [1] and result.result == "ran once"
+        assert result.completed.attempts == 1 and result.completed.history == []
+
+
 def test_leases_that_lapsed_while_jobs_db_was_locked_are_not_taken_from_the_living(
     make_app: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -531,28 +579,15 @@ def test_leases_that_lapsed_while_jobs_db_was_locked_are_not_taken_from_the_livi
     # must not take the jobs of the others (alive, renewing as soon as they can) for lost.
     import threading
 
-    from flask_bgjobs.runner import Runner
     from flask_bgjobs.sqlite import SqliteOptions
 
     app, bg = make_app(lease_seconds=1.0, sqlite_busy_timeout=0.1)
-    release = threading.Event()
-    runs: list[int] = []
-
-    @bg.command
-    def hold() -> str:
-        runs.append(1)
-        release.wait(30)
-        return "ran once"
-
     with app.app_context():
-        store = bg.store()
+        held = HeldJob(app, bg)
+        store, mine, ref = held.store, held.mine, held.ref
         # Two processes' runners, driven by hand so that the order is the worst one.
-        mine = Runner(bg, app, bg.settings(), store, threads=1, scheduler=False)
-        other = Runner(bg, app, bg.settings(), store, threads=1, scheduler=False)
+        other = held.runner(app)
         try:
-            ref = bg.enqueue_command("hold")
-            mine.dispatch_once(time.time())
-            wait_until(lambda: runs)
             for runner in (mine, other):
                 runner.supervise_once(time.time())
             locker = sqlite3.connect(store.queue.path, isolation_level=None)
@@ -600,17 +635,10 @@ def test_leases_that_lapsed_while_jobs_db_was_locked_are_not_taken_from_the_livi
                 unlock.join()
                 locker.close()
             assert bg.get_job(ref.id).queued.lease_expires_at > time.time()
-            release.set()
-            mine.complete_once([mine._completions.get(timeout=10)])  # type: ignore[list-item]
-            result = bg.wait_for(ref.id)
+            result = held.finish()
         finally:
-            release.set()
-            for runner in (mine, other):
-                for lane in runner.lanes.values():
-                    lane.stop()
-                    lane.join(5)
-    assert runs == [1] and result.result == "ran once"
-    assert result.completed.attempts == 1 and result.completed.history == []
+            held.close()
+    held.check_ran_once(result)
 
 
 def test_a_process_started_just_after_leases_lapsed_takes_nothing_from_the_living(
@@ -618,47 +646,24 @@ def test_a_process_started_just_after_leases_lapsed_takes_nothing_from_the_livin
 ) -> None:
     # A new worker has not seen the others renew: the lease of a live job that lapsed just
     # before (its supervisor held up) is not taken at the newcomer's first looks.
-    import threading
-
-    from flask_bgjobs.runner import Runner
-
     app, bg = make_app(lease_seconds=1.0)
-    release = threading.Event()
-    runs: list[int] = []
-
-    @bg.command
-    def hold() -> str:
-        runs.append(1)
-        release.wait(30)
-        return "ran once"
-
     with app.app_context():
-        store = bg.store()
-        mine = Runner(bg, app, bg.settings(), store, threads=1, scheduler=False)
-        newcomer = Runner(bg, app, bg.settings(), store, threads=1, scheduler=False)
+        held = HeldJob(app, bg)
+        newcomer = held.runner(app)
         try:
-            ref = bg.enqueue_command("hold")
-            mine.dispatch_once(time.time())
-            wait_until(lambda: runs)
-            mine.supervise_once(time.time())
+            held.mine.supervise_once(time.time())
             time.sleep(1.2)  # mine is held up: its lease lapses while it lives
-            assert bg.get_job(ref.id).queued.lease_expires_at < time.time()
+            assert held.queued().lease_expires_at < time.time()
             newcomer.start()  # its supervisor looks every 0.1 s from now on
             time.sleep(0.3)
-            assert bg.get_job(ref.id).queued.lease_owner == mine.owner
-            mine.supervise_once(time.time())  # back: it renews
-            assert bg.get_job(ref.id).queued.lease_expires_at > time.time()
-            release.set()
-            mine.complete_once([mine._completions.get(timeout=10)])  # type: ignore[list-item]
-            result = bg.wait_for(ref.id)
+            assert held.queued().lease_owner == held.mine.owner
+            held.mine.supervise_once(time.time())  # back: it renews
+            assert held.queued().lease_expires_at > time.time()
+            result = held.finish()
         finally:
-            release.set()
             newcomer.stop(timeout=5)
-            for lane in mine.lanes.values():
-                lane.stop()
-                lane.join(5)
-    assert runs == [1] and result.result == "ran once"
-    assert result.completed.attempts == 1 and result.completed.history == []
+            held.close()
+    held.check_ran_once(result)
 
 
 # -- 4. disk full ---------------------------------------------------------------------------------
