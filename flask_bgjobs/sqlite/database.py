@@ -327,12 +327,13 @@ class Database:
             if os.path.exists(self._where):
                 return  # another process started it anew
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-            for suffix in ("-wal", "-shm"):
-                companion = Path(f"{self._where}{suffix}")
-                if companion.exists():
-                    os.replace(companion, companion.with_name(f"{companion.name}.orphan-{stamp}"))
-            # A new inode nobody has locked: opening and closing it drops no lock of SQLite's.
-            os.close(os.open(self._where, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+            left = [Path(f"{self._where}{suffix}") for suffix in ("-wal", "-shm")]
+            self._move([(f, f.with_name(f"{f.name}.orphan-{stamp}")) for f in left], "starting")
+            try:
+                # A new inode nobody has locked: opening and closing it drops no SQLite lock.
+                os.close(os.open(self._where, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+            except OSError as error:
+                raise StorageError(f"creating {self.path} anew failed: {error}") from error
 
     def _set_aside(self, reason: str) -> None:
         """Move a damaged file (and its -wal, -shm) to ``<name>.corrupt-<UTC time>``."""
@@ -354,13 +355,21 @@ class Database:
             while target.exists():
                 number += 1
                 target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{number}")
-            os.replace(self.path, target)
-            for suffix in ("-wal", "-shm"):
-                companion = Path(f"{self.path}{suffix}")
-                if companion.exists():
-                    os.replace(companion, Path(f"{target}{suffix}"))
+            # The companions first: a process opening the path meanwhile finds none to pair.
+            companions = [(Path(f"{self.path}{x}"), Path(f"{target}{x}")) for x in ("-wal", "-shm")]
+            self._move([*companions, (self.path, target)], "moving aside")
         logger.error("flask_bgjobs: %s is damaged (%s); moved aside to %s and started anew",
                      self.path, reason, target.name)  # fmt: skip
+
+    def _move(self, moves: list[tuple[Path, Path]], doing: str) -> None:
+        """Rename each ``(source, target)`` whose source exists; a refusal (permissions, a
+        read-only directory) is a :class:`StorageError`."""
+        try:
+            for source, target in moves:
+                if source.exists():
+                    os.replace(source, target)
+        except OSError as error:
+            raise StorageError(f"{doing} {self.path} failed: {error}") from error
 
     def _quick_check(self) -> str | None:
         """SQLite's own verdict on the file: ``None`` when it is sound.
