@@ -528,10 +528,11 @@ class HeldJob:
     """One ``hold`` job running on a runner of this process (``mine``), driven by hand; the job
     runs until :attr:`release` is set. :meth:`finish` records it and returns its result."""
 
-    def __init__(self, app: Flask, bg: Any) -> None:
+    def __init__(self, app: Flask, bg: Any, now: Any = time.time) -> None:
         import threading
 
         self.bg = bg
+        self.now = now  # the app's clock, as epoch seconds
         self.release = threading.Event()
         self.runs: list[int] = []
 
@@ -544,7 +545,7 @@ class HeldJob:
         self.store = bg.store()
         self.mine = self.runner(app)
         self.ref = bg.enqueue_command("hold")
-        self.mine.dispatch_once(time.time())
+        self.mine.dispatch_once(self.now())
         wait_until(lambda: self.runs)
 
     def runner(self, app: Flask) -> Any:
@@ -642,23 +643,28 @@ def test_leases_that_lapsed_while_jobs_db_was_locked_are_not_taken_from_the_livi
 
 
 def test_a_process_started_just_after_leases_lapsed_takes_nothing_from_the_living(
-    make_app: Any,
+    make_app: Any, clock: Any
 ) -> None:
     # A new worker has not seen the others renew: the lease of a live job that lapsed just
     # before (its supervisor held up) is not taken at the newcomer's first looks.
-    app, bg = make_app(lease_seconds=1.0)
+    app, bg = make_app(clock=clock, lease_seconds=1.0)
+
+    def now() -> float:
+        return float(clock().timestamp())
+
     with app.app_context():
-        held = HeldJob(app, bg)
+        held = HeldJob(app, bg, now)
         newcomer = held.runner(app)
         try:
-            held.mine.supervise_once(time.time())
-            time.sleep(1.2)  # mine is held up: its lease lapses while it lives
-            assert held.queued().lease_expires_at < time.time()
-            newcomer.start()  # its supervisor looks every 0.1 s from now on
-            time.sleep(0.3)
-            assert held.queued().lease_owner == held.mine.owner
-            held.mine.supervise_once(time.time())  # back: it renews
-            assert held.queued().lease_expires_at > time.time()
+            held.mine.supervise_once(now())
+            clock.advance(seconds=1.2)  # mine is held up: its lease lapses while it lives
+            assert held.queued().lease_expires_at < now()
+            newcomer.start()
+            for _ in range(3):  # its first looks (its supervisor thread looks as well)
+                newcomer.supervise_once(now())
+                assert held.queued().lease_owner == held.mine.owner
+            held.mine.supervise_once(now())  # back: it renews
+            assert held.queued().lease_expires_at > now()
             result = held.finish()
         finally:
             newcomer.stop(timeout=5)
