@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 
 def loaded_after(statement: str) -> set[str]:
     probe = f"import sys, json; {statement}; print(json.dumps(sorted(sys.modules)))"
@@ -28,9 +30,5 @@ def test_the_public_names_of_flask_bgjobs_load_on_first_use() -> None:
     import flask_bgjobs
 
     assert "BackgroundJobs" in dir(flask_bgjobs)
-    try:
+    with pytest.raises(AttributeError, match="NoSuchThing"):
         flask_bgjobs.NoSuchThing  # type: ignore[attr-defined]  # noqa: B018
-    except AttributeError as error:
-        assert "NoSuchThing" in str(error)
-    else:
-        raise AssertionError("an unknown name must raise AttributeError")

@@ -247,22 +247,23 @@ class Database:
 
     def _check_file(self, *, writing: bool) -> None:
         """Reopen a file deleted or replaced since it was opened; deal with a damaged one."""
-        if self._file is None or self._pid != os.getpid():
+        probe = self._file  # one look: a writer thread may drop it meanwhile
+        if probe is None or self._pid != os.getpid():
             return
-        try:
-            found = os.stat(self._where)
-        except FileNotFoundError:
+        identity = self._identity_now()
+        if identity is None:
             self._reopen("was deleted while in use; it is created anew")
             if writing:
                 self._start_anew()
             return
-        if (found.st_dev, found.st_ino) != self._file.identity:
+        if identity != probe.identity:
             self._reopen("was replaced while in use; the new file is used")
             return
-        reason = self._file.damage() or self._suspect
+        damage = probe.damage()
+        reason = damage or self._suspect
         if reason is None:
             return
-        if self._suspect is not None and self._file.damage() is None and writing:
+        if damage is None and writing:  # only SQLite's word so far: ask it to check the file
             reason = self._quick_check()
             if reason is None:
                 self._suspect = None
@@ -275,17 +276,21 @@ class Database:
         probe = self._file  # one look: a writer thread may drop it meanwhile
         if probe is None:
             return
-        try:
-            found = os.stat(self._where)
-        except FileNotFoundError:
-            found = None
-        if found is None or (found.st_dev, found.st_ino) != probe.identity:
+        if self._identity_now() != probe.identity:
             with self._lock:
                 self._check_file(writing=False)
             return
         reason = probe.damage()
         if reason is not None:
             raise self._damaged(reason, later=True)
+
+    def _identity_now(self) -> tuple[int, int] | None:
+        """``(device, inode)`` of the file the path names now; ``None`` when there is none."""
+        try:
+            found = os.stat(self._where)
+        except FileNotFoundError:
+            return None
+        return (found.st_dev, found.st_ino)
 
     def _prepare_for_read(self) -> None:
         """Make sure the schema is there without writing when it is (a read must not wait for
